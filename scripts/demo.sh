@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The run command: builds Cradle and starts the demo centre — four simulated cameras
+# (camsim, in-process: three H.264 classrooms and an H.265 entrance) recorded around
+# the clock into ./data (SQLite index, local footage folder). Needs only the Rust
+# toolchain: SQLite is bundled and the camera clips are embedded in the binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+config=${1:-config/cradle.toml}
+echo "==> building Cradle (release; the first build takes a few minutes)"
+cargo build --release --locked
+echo
+echo "==> starting the demo centre with $config"
+echo "    open http://127.0.0.1:8080/            recording status, last hour per camera"
+echo "         http://127.0.0.1:8080/api/v1/cameras   cameras as JSON"
+echo "         http://127.0.0.1:8080/metrics          Prometheus metrics"
+echo "    footage: ./data/footage   index: ./data/cradle.db   stop: Ctrl-C (closes the segment in progress)"
+echo
+exec ./target/release/cradle serve --config "$config"

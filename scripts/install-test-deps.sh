@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# Install everything Cradle's test suite needs on Debian 12 (bookworm),
+# skipping whatever is already present, so it is cheap to run on every CI
+# run and on developer machines.
+#
+#   scripts/install-test-deps.sh
+#
+# - Debian packages: ffmpeg (ffprobe is the tests' independent decoder),
+#   GStreamer + its RTSP server with Python bindings (tests/support/
+#   gst_camera.py, the fake camera), PostgreSQL 15 server binaries
+#   (scripts/postgres.sh), curl (scripts/garage.sh's S3 probe).
+# - Garage 2.x (S3 server, scripts/garage.sh), built with cargo because
+#   Debian does not package it.  This takes several minutes the first time.
+#
+# Needs root (or sudo) only when Debian packages are missing.
+set -euo pipefail
+
+# Kept in sync with what the scripts and tests use; see the header.
+readonly APT_PACKAGES=(
+    ffmpeg
+    curl
+    ca-certificates
+    python3
+    python3-gi
+    gir1.2-gst-rtsp-server-1.0
+    gir1.2-gst-plugins-base-1.0 # GstRtsp (auth method enum) for gst_camera.py
+    gstreamer1.0-plugins-base
+    gstreamer1.0-plugins-good   # rtph264pay/rtph265pay
+    gstreamer1.0-plugins-ugly   # x264enc
+    gstreamer1.0-plugins-bad    # x265enc
+    gstreamer1.0-x              # timeoverlay (pango plugin)
+    gstreamer1.0-tools
+    postgresql                  # server binaries in /usr/lib/postgresql/15/bin
+    # C toolchain for `cargo install garage` (bundled sqlite/lmdb/libsodium).
+    build-essential
+    pkg-config
+)
+readonly GARAGE_INSTALL=(cargo install garage --locked --no-default-features --features bundled-libs,sqlite,lmdb)
+# How long to wait for another apt/dpkg process (e.g. unattended-upgrades or
+# a parallel provisioning step) to release its lock.
+readonly APT_LOCK_TIMEOUT_S=600
+
+export DEBIAN_FRONTEND=noninteractive
+
+log() { printf '==> install-test-deps: %s\n' "$*" >&2; }
+die() {
+    printf 'install-test-deps: ERROR: %s\n' "$*" >&2
+    exit 1
+}
+
+is_installed() {
+    [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" == "install ok installed" ]]
+}
+
+as_root() {
+    if ((EUID == 0)); then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo -E "$@"
+    else
+        die "need root to run: $* (re-run as root or install sudo)"
+    fi
+}
+
+# apt-get with a lock wait: DPkg::Lock::Timeout covers the dpkg frontend lock
+# (apt >= 1.9.11); `apt-get update`'s lists lock is not covered by it in all
+# versions, hence also the retry loop.
+apt_get() {
+    local deadline=$((SECONDS + APT_LOCK_TIMEOUT_S))
+    local out rc
+    out=$(mktemp)
+    while true; do
+        rc=0
+        # Show apt's progress (CI logs) and keep a copy to look for lock errors.
+        as_root apt-get -o DPkg::Lock::Timeout="$APT_LOCK_TIMEOUT_S" "$@" 2>&1 | tee "$out" >&2 ||
+            rc=$?
+        if ((rc == 0)); then
+            rm -f "$out"
+            return 0
+        fi
+        if grep -qiE 'could not get lock|unable to acquire|unable to lock' "$out" &&
+            ((SECONDS < deadline)); then
+            log "apt/dpkg is locked by another process; retrying in 5 s"
+            sleep 5
+            continue
+        fi
+        rm -f "$out"
+        die "apt-get $* failed (exit $rc)"
+    done
+}
+
+install_apt_packages() {
+    command -v dpkg-query >/dev/null || die "this script supports Debian/Ubuntu only (dpkg-query missing)"
+    local missing=() pkg
+    for pkg in "${APT_PACKAGES[@]}"; do
+        is_installed "$pkg" || missing+=("$pkg")
+    done
+    if ((${#missing[@]} == 0)); then
+        log "Debian packages: all present"
+        return 0
+    fi
+    log "Debian packages missing: ${missing[*]}"
+    log "apt-get update"
+    apt_get update -q
+    log "apt-get install ${missing[*]}"
+    # No recommends: keeps CI installs small; everything needed is listed.
+    apt_get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+garage_path() {
+    if command -v garage >/dev/null 2>&1; then
+        command -v garage
+    elif [[ -x "${CARGO_HOME:-$HOME/.cargo}/bin/garage" ]]; then
+        echo "${CARGO_HOME:-$HOME/.cargo}/bin/garage"
+    fi
+}
+
+install_garage() {
+    local garage version
+    garage=$(garage_path)
+    if [[ -z "$garage" ]]; then
+        command -v cargo >/dev/null 2>&1 ||
+            die "cargo not found: install Rust (https://rustup.rs) to build Garage"
+        log "Garage not found; building it: ${GARAGE_INSTALL[*]} (takes several minutes)"
+        "${GARAGE_INSTALL[@]}" || die "cargo install garage failed"
+        garage=$(garage_path)
+        [[ -n "$garage" ]] || die "cargo install garage succeeded but no garage binary found in ~/.cargo/bin"
+    fi
+    version=$("$garage" --version 2>/dev/null | head -n 1) || die "$garage --version failed"
+    # scripts/garage.sh uses the 2.x CLI (layout/key/bucket syntax changed
+    # between major versions).
+    [[ "$version" =~ (^|[^0-9.])2\.[0-9]+\.[0-9]+ ]] ||
+        die "$garage is '$version' but Garage 2.x is required (remove it and re-run to build 2.x)"
+    log "Garage: $garage ($version)"
+}
+
+# Fail here, with a clear message, rather than in the middle of a test.
+verify() {
+    local el bin
+    for bin in ffmpeg ffprobe gst-inspect-1.0 curl /usr/lib/postgresql/15/bin/initdb \
+        /usr/lib/postgresql/15/bin/pg_ctl /usr/lib/postgresql/15/bin/psql; do
+        command -v "$bin" >/dev/null 2>&1 || die "$bin not found after install"
+    done
+    for el in videotestsrc timeoverlay videoconvert x264enc x265enc rtph264pay rtph265pay; do
+        gst-inspect-1.0 --exists "$el" || die "GStreamer element '$el' missing"
+    done
+    # /usr/bin/python3 explicitly: gi is a Debian package, invisible to
+    # pyenv/venv interpreters that may come first on PATH.
+    /usr/bin/python3 - <<'EOF' || die "/usr/bin/python3 cannot load the GStreamer RTSP server bindings"
+import gi
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtsp", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import Gst, GstRtsp, GstRtspServer  # noqa: F401
+EOF
+    log "all test dependencies present"
+}
+
+main() {
+    install_apt_packages
+    install_garage
+    verify
+}
+
+main "$@"

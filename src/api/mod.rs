@@ -1,0 +1,235 @@
+//! The HTTP API (axum): health, Prometheus metrics, cameras and their recordings, and
+//! the static web pages. It reads the pipeline's state (hubs, spool statistics, the
+//! index); the pipeline never knows HTTP.
+//!
+//! Until accounts exist the server listens on localhost by default (see README).
+
+mod error;
+mod metrics;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::config::CameraId;
+use crate::db::Db;
+use crate::gaps::find_gaps;
+use crate::hub::{CameraHub, CameraState};
+use crate::record::uploader::SpoolStats;
+use crate::time::{format_rfc3339, now_us, parse_rfc3339, ticks_to_us};
+pub use error::ApiError;
+
+type Result<T> = std::result::Result<T, ApiError>;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub hubs: Arc<Vec<Arc<CameraHub>>>,
+    pub db: Db,
+    pub spool: Arc<SpoolStats>,
+    pub storage_description: String,
+    pub started_us: i64,
+}
+
+impl AppState {
+    fn hub(&self, id: &str) -> Result<&Arc<CameraHub>> {
+        let id = CameraId::parse(id).map_err(|_| ApiError::NotFound(format!("no camera {id:?}")))?;
+        self.hubs.iter().find(|h| *h.id() == id).ok_or_else(|| ApiError::NotFound(format!("no camera {:?}", id.as_str())))
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/app.js", get(app_js))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::metrics))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/cameras", get(list_cameras))
+        .route("/api/v1/cameras/{id}", get(get_camera))
+        .route("/api/v1/cameras/{id}/recordings", get(recordings))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .with_state(state)
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("../../web/index.html"))
+}
+
+async fn app_js() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../../web/app.js"))
+}
+
+async fn healthz(State(app): State<AppState>) -> Result<Json<serde_json::Value>> {
+    app.db.ping().await.map_err(|e| ApiError::Unavailable(format!("database: {e}")))?;
+    Ok(Json(serde_json::json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") })))
+}
+
+#[derive(Serialize)]
+struct CameraView {
+    id: String,
+    name: String,
+    state: &'static str,
+    last_error: Option<String>,
+    last_frame_at: Option<String>,
+    codec: Option<String>,
+    frames: u64,
+    bytes: u64,
+    reconnects: u64,
+    segments: u64,
+    frames_dropped: u64,
+    clock_drift_ms: f64,
+    oldest_footage: Option<String>,
+    newest_footage: Option<String>,
+}
+
+async fn camera_view(app: &AppState, h: &CameraHub) -> Result<CameraView> {
+    let s = &h.stats;
+    let last = s.last_frame_us.load(Ordering::Relaxed);
+    let state = h.state();
+    let (first, newest, _) = app.db.camera_extent(h.id().as_str()).await?;
+    Ok(CameraView {
+        id: h.id().to_string(),
+        name: h.config.name.clone(),
+        state: state.name(),
+        last_error: match state {
+            CameraState::Failed { error } => Some(error),
+            _ => None,
+        },
+        last_frame_at: (last != 0).then(|| format_rfc3339(last)),
+        codec: h.codec(),
+        frames: s.frames.load(Ordering::Relaxed),
+        bytes: s.bytes.load(Ordering::Relaxed),
+        reconnects: s.reconnects.load(Ordering::Relaxed),
+        segments: s.segments.load(Ordering::Relaxed),
+        frames_dropped: s.frames_dropped.load(Ordering::Relaxed),
+        clock_drift_ms: s.drift_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        oldest_footage: first.map(format_rfc3339),
+        newest_footage: newest.map(format_rfc3339),
+    })
+}
+
+async fn list_cameras(State(app): State<AppState>) -> Result<Json<serde_json::Value>> {
+    let mut cams = Vec::with_capacity(app.hubs.len());
+    for h in app.hubs.iter() {
+        cams.push(camera_view(&app, h).await?);
+    }
+    Ok(Json(serde_json::json!({ "cameras": cams })))
+}
+
+async fn get_camera(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<CameraView>> {
+    let h = app.hub(&id)?;
+    Ok(Json(camera_view(&app, h).await?))
+}
+
+async fn status(State(app): State<AppState>) -> Result<Json<serde_json::Value>> {
+    let per_camera: Vec<_> = app
+        .db
+        .spooled_by_camera()
+        .await?
+        .into_iter()
+        .map(|(c, n, b)| serde_json::json!({ "camera": c, "segments": n, "bytes": b }))
+        .collect();
+    let failing = app.spool.failing_since_us.load(Ordering::Relaxed);
+    Ok(Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "started_at": format_rfc3339(app.started_us),
+        "storage": {
+            "description": app.storage_description,
+            "healthy": failing == 0,
+            "failing_since": (failing != 0).then(|| format_rfc3339(failing)),
+            "last_error": if failing != 0 { app.spool.last_error.lock().unwrap().clone() } else { None },
+        },
+        "spool": {
+            "backlog_segments": app.spool.segments(),
+            "backlog_bytes": app.spool.bytes(),
+            "per_camera": per_camera,
+            "uploaded_segments": app.spool.uploaded_segments.load(Ordering::Relaxed),
+            "upload_failures": app.spool.upload_failures.load(Ordering::Relaxed),
+        },
+    })))
+}
+
+#[derive(Deserialize)]
+struct RangeQuery {
+    start: Option<String>,
+    end: Option<String>,
+}
+
+/// At most this much per query: a day of one-minute segments is 1440 rows.
+const MAX_RANGE_US: i64 = 7 * 86_400 * 1_000_000;
+
+async fn recordings(
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<RangeQuery>,
+) -> Result<Json<serde_json::Value>> {
+    let h = app.hub(&id)?;
+    let now = now_us();
+    let end = q.end.as_deref().map(parse_rfc3339).transpose().map_err(ApiError::BadRequest)?.unwrap_or(now);
+    let start = q
+        .start
+        .as_deref()
+        .map(parse_rfc3339)
+        .transpose()
+        .map_err(ApiError::BadRequest)?
+        .unwrap_or(end - 3_600_000_000);
+    if start >= end {
+        return Err(ApiError::BadRequest("start must be before end".into()));
+    }
+    if end - start > MAX_RANGE_US {
+        return Err(ApiError::BadRequest("range longer than 7 days; ask for less".into()));
+    }
+    let cam = h.id().as_str();
+    let segments = app.db.segments_between(cam, start, end).await?;
+    let events = app.db.events_between(cam, start - 60_000_000, end).await?;
+    let mut gaps = find_gaps(start, end, now, &segments, &events);
+    if matches!(h.state(), CameraState::Recording) {
+        // Footage still being written is not missing: the segment in progress (up to one
+        // segment length) is indexed when it closes.
+        if let Some(last) = gaps.last_mut() {
+            if last.end_us >= now - 1000 {
+                let newest = segments.last().map(|s| s.end_us).unwrap_or(start);
+                if last.start_us <= newest.max(start) + 1000 {
+                    last.cause = "not_yet_recorded".into();
+                    last.detail = "the segment in progress is indexed when it closes".into();
+                }
+            }
+        }
+    }
+    let mut causes: HashMap<&str, i64> = HashMap::new();
+    for g in &gaps {
+        *causes.entry(g.cause.as_str()).or_default() += g.end_us - g.start_us;
+    }
+    Ok(Json(serde_json::json!({
+        "camera": cam,
+        "start": format_rfc3339(start),
+        "end": format_rfc3339(end),
+        "segments": segments.iter().map(|s| serde_json::json!({
+            "start": format_rfc3339(s.start_us),
+            "end": format_rfc3339(s.end_us),
+            "duration_seconds": ticks_to_us(s.duration_90k) as f64 / 1e6,
+            "bytes": s.bytes,
+            "frames": s.frames,
+            "codec": s.codec,
+            "key": s.object_key,
+            "sha256": s.sha256,
+            "state": s.state,
+            "clock_drift_ms": s.drift_us as f64 / 1000.0,
+        })).collect::<Vec<_>>(),
+        "gaps": gaps.iter().map(|g| serde_json::json!({
+            "start": format_rfc3339(g.start_us),
+            "end": format_rfc3339(g.end_us),
+            "seconds": (g.end_us - g.start_us) as f64 / 1e6,
+            "cause": g.cause,
+            "detail": g.detail,
+        })).collect::<Vec<_>>(),
+        "gap_seconds_by_cause": causes.iter().map(|(k, v)| (k.to_string(), *v as f64 / 1e6)).collect::<HashMap<_, _>>(),
+    })))
+}

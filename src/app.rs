@@ -1,0 +1,187 @@
+//! Wiring: builds the pipeline from a config and runs it until shutdown.
+//!
+//! `App::build` does everything that can fail at start-up (bind, database, storage
+//! configuration, spool recovery) so errors surface before anything runs;
+//! `run_until_stopped` starts one ingest task and one recorder per camera, the
+//! uploader and the HTTP server, and on shutdown stops them in the order that keeps
+//! footage: ingest first, then recorders close their segments, then the uploader
+//! drains the spool (bounded by a deadline so SIGTERM exits within 30 s).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::db::Db;
+use crate::hub::{recorder_queue, CameraHub};
+use crate::record::spool::{self, SpooledSegment};
+use crate::record::uploader::{SpoolStats, Uploader};
+use crate::record::Recorder;
+use crate::storage::Storage;
+use crate::time::{format_rfc3339, now_us};
+use crate::{camsim, ingest};
+
+/// After the recorders stop, how long the uploader may keep draining the spool.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+pub struct App {
+    config: Config,
+    listener: TcpListener,
+    camsim_listener: Option<TcpListener>,
+    db: Db,
+    storage: Storage,
+    recovered: Vec<SpooledSegment>,
+}
+
+impl App {
+    pub async fn build(config: Config) -> anyhow::Result<App> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding server.listen {}", config.listen))?;
+        let camsim_listener = match &config.demo {
+            Some(d) => Some(
+                TcpListener::bind(d.camsim_listen)
+                    .await
+                    .with_context(|| format!("binding demo.camsim_listen {}", d.camsim_listen))?,
+            ),
+            None => None,
+        };
+        let db = Db::connect(&config.database_url).await.context("opening the database (database.url)")?;
+        let storage = Storage::from_config(&config.storage).context("configuring storage")?;
+        let (recovered, problems) = spool::recover(&config.spool.dir)
+            .with_context(|| format!("recovering the spool in {}", config.spool.dir.display()))?;
+        for p in &problems {
+            warn!("spool: {p}");
+        }
+        if !recovered.is_empty() {
+            info!(segments = recovered.len(), "recovered spooled segments; they upload first");
+        }
+        Ok(App { config, listener, camsim_listener, db, storage, recovered })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let App { config, listener, camsim_listener, db, storage, recovered } = self;
+        let run_id = format!("{}-{}", now_us(), std::process::id());
+        let started = now_us();
+        for (dead, alive) in db.begin_server_run(&run_id, started).await? {
+            let detail = format!(
+                "server run {dead} ended without a clean stop (crash, kill -9 or power loss); last alive {}",
+                format_rfc3339(alive)
+            );
+            warn!("{detail}");
+            db.insert_event(None, alive, "server_crashed", &detail).await?;
+        }
+        db.insert_event(None, started, "server_started", &format!("server run {run_id} started")).await?;
+        if let Err(e) = storage.probe().await {
+            warn!("storage {} unreachable at start: {e}; footage waits in the spool", storage.description);
+        }
+
+        let mut aux = JoinSet::new();
+        if let Some(l) = camsim_listener {
+            let n = config.demo.as_ref().map(|d| d.simulated_cameras).unwrap_or(0);
+            let token = shutdown.clone();
+            info!("demo: simulated cameras at rtsp://{}/cam1..cam{n}", l.local_addr()?);
+            aux.spawn(async move {
+                let opts = camsim::Options { streams: n, username: None, password: None };
+                if let Err(e) = camsim::serve(l, opts, token).await {
+                    warn!("camsim: {e:#}");
+                }
+            });
+        }
+        {
+            let (db, run_id, token) = (db.clone(), run_id.clone(), shutdown.clone());
+            aux.spawn(async move {
+                let mut tick = tokio::time::interval(HEARTBEAT);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            if let Err(e) = db.heartbeat(&run_id, now_us()).await {
+                                warn!("heartbeat: {e}");
+                            }
+                        }
+                        _ = token.cancelled() => return,
+                    }
+                }
+            });
+        }
+
+        let spool_stats = Arc::new(SpoolStats::default());
+        let (done_tx, done_rx) = mpsc::channel(1024);
+        let uploader = Uploader {
+            storage: storage.clone(),
+            db: db.clone(),
+            stats: spool_stats.clone(),
+            drain_deadline: DRAIN_DEADLINE,
+        };
+        let uploader_task = tokio::spawn(uploader.run(recovered, done_rx));
+
+        let hubs: Vec<Arc<CameraHub>> = config.cameras.iter().cloned().map(CameraHub::new).collect();
+        let mut ingest_tasks = JoinSet::new();
+        let mut recorder_tasks = JoinSet::new();
+        for hub in &hubs {
+            let (tx, rx) = recorder_queue();
+            let rec = Recorder::new(
+                hub.clone(),
+                db.clone(),
+                config.recording.clone(),
+                config.spool.clone(),
+                spool_stats.clone(),
+                done_tx.clone(),
+            );
+            recorder_tasks.spawn(rec.run(rx));
+            ingest_tasks.spawn(ingest::run_camera(hub.clone(), tx, db.clone(), shutdown.clone()));
+        }
+        drop(done_tx);
+
+        let state = AppState {
+            hubs: Arc::new(hubs),
+            db: db.clone(),
+            spool: spool_stats,
+            storage_description: storage.description.clone(),
+            started_us: started,
+        };
+        info!(
+            "Cradle listening on http://{} — {} cameras, storage {}, database {}",
+            listener.local_addr()?,
+            config.cameras.len(),
+            storage.description,
+            if db.backend == crate::db::Backend::Sqlite { "SQLite" } else { "PostgreSQL" }
+        );
+        let token = shutdown.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, api::router(state))
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+        });
+
+        shutdown.cancelled().await;
+        info!("stopping: closing segments in progress");
+        while ingest_tasks.join_next().await.is_some() {}
+        while recorder_tasks.join_next().await.is_some() {}
+        info!("recorders stopped; draining the spool");
+        let _ = uploader_task.await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
+        aux.abort_all();
+        let stopped = now_us();
+        db.insert_event(None, stopped, "server_stopped", &format!("server run {run_id} stopped cleanly")).await?;
+        db.end_server_run(&run_id, stopped).await?;
+        db.close().await;
+        info!("stopped");
+        Ok(())
+    }
+}

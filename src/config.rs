@@ -1,0 +1,459 @@
+//! The one TOML configuration file, parsed and validated at the edge.
+//!
+//! Everything downstream trusts these types: camera ids are checked once here
+//! (they appear in URLs and object keys), URLs are parsed, secrets written as
+//! `${VAR}` are taken from the environment, and every failure names the file,
+//! the key and the reason. `cradle check-config` runs exactly this code.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// A configuration error: which file, which key, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {key}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+/// A camera's stable id: lowercase letters, digits, `-` and `_`, 1–64 characters.
+/// It is used in URLs and object keys, so it must never need escaping.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CameraId(String);
+
+impl CameraId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+        if s.is_empty() || s.len() > 64 {
+            return Err(format!("camera id {s:?} must be 1 to 64 characters"));
+        }
+        if !s.chars().all(ok_char) || s.starts_with(['-', '_']) {
+            return Err(format!(
+                "camera id {s:?} may contain only lowercase letters, digits, '-' and '_' \
+                 (and must start with a letter or digit)"
+            ));
+        }
+        Ok(CameraId(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for CameraId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RtspTransport {
+    Tcp,
+    Udp,
+}
+
+#[derive(Clone, Debug)]
+pub struct CameraConfig {
+    pub id: CameraId,
+    pub name: String,
+    pub url: Url,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub sub_url: Option<Url>,
+    pub transport: RtspTransport,
+}
+
+#[derive(Clone, Debug)]
+pub struct StorageConfig {
+    /// `file:///abs/dir`, `file://./rel/dir` or `s3://bucket[/prefix]`.
+    pub url: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub allow_http: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct RecordingConfig {
+    /// Target segment length; segments are cut at the first keyframe at or after it.
+    pub segment_duration: Duration,
+    /// Camera-clock drift from the server clock beyond which a recording run is re-anchored.
+    pub max_drift: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct SpoolConfig {
+    pub dir: PathBuf,
+    /// Stop accepting new footage when the spool's file system has less than this free:
+    /// the reserve keeps the database (often on the same disk) writable.
+    pub min_free_bytes: u64,
+    /// Optional cap on the spool backlog (bytes waiting for upload).
+    pub max_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DemoConfig {
+    /// Number of simulated cameras served in-process by camsim.
+    pub simulated_cameras: usize,
+    pub camsim_listen: SocketAddr,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub storage: StorageConfig,
+    pub recording: RecordingConfig,
+    pub spool: SpoolConfig,
+    pub cameras: Vec<CameraConfig>,
+    pub demo: Option<DemoConfig>,
+}
+
+// ---- the file as written -------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    server: RawServer,
+    database: Option<RawDatabase>,
+    storage: Option<RawStorage>,
+    recording: Option<RawRecording>,
+    spool: Option<RawSpool>,
+    #[serde(default)]
+    cameras: Vec<RawCamera>,
+    demo: Option<RawDemo>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<String>,
+    data_dir: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStorage {
+    url: String,
+    endpoint: Option<String>,
+    region: Option<String>,
+    access_key_id: Option<String>,
+    secret_access_key: Option<String>,
+    #[serde(default)]
+    allow_http: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecording {
+    segment_seconds: Option<u64>,
+    max_drift_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpool {
+    dir: Option<String>,
+    min_free_mb: Option<u64>,
+    max_mb: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCamera {
+    id: String,
+    name: Option<String>,
+    url: String,
+    username: Option<String>,
+    password: Option<String>,
+    sub_url: Option<String>,
+    transport: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDemo {
+    simulated_cameras: usize,
+    camsim_listen: Option<String>,
+}
+
+/// Default segment length: one minute. Long enough that a camera makes only
+/// ~130 000 objects in 90 days (cheap listing, few S3 requests, small index), short
+/// enough that an evidence export or a playback seek touches little extra footage.
+/// Crash safety does not depend on it: the spool fsyncs every fragment (one GOP).
+pub const DEFAULT_SEGMENT_SECONDS: u64 = 60;
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let err = |key: &str, reason: String| ConfigError { file: file.clone(), key: key.into(), reason };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let (line, col) = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((0, 0));
+            err(&format!("line {line}, column {col}"), e.message().to_owned())
+        })?;
+
+        let listen_s = raw.server.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_s
+            .parse()
+            .map_err(|e| err("server.listen", format!("{listen_s:?} is not an address:port ({e})")))?;
+        let data_dir = PathBuf::from(raw.server.data_dir.unwrap_or_else(|| "./data".into()));
+
+        let database_url = match raw.database {
+            Some(db) => expand_env(&db.url).map_err(|r| err("database.url", r))?,
+            None => format!("sqlite://{}/cradle.db", data_dir.display()),
+        };
+        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
+            return Err(err("database.url", "must start with sqlite:// or postgres://".into()));
+        }
+
+        let storage = match raw.storage {
+            Some(s) => {
+                let url = expand_env(&s.url).map_err(|r| err("storage.url", r))?;
+                let opt = |v: Option<String>, key: &str| -> Result<Option<String>, ConfigError> {
+                    v.map(|v| expand_env(&v).map_err(|r| err(key, r))).transpose()
+                };
+                let st = StorageConfig {
+                    endpoint: opt(s.endpoint, "storage.endpoint")?,
+                    region: opt(s.region, "storage.region")?,
+                    access_key_id: opt(s.access_key_id, "storage.access_key_id")?,
+                    secret_access_key: opt(s.secret_access_key, "storage.secret_access_key")?,
+                    allow_http: s.allow_http,
+                    url,
+                };
+                if let Some(bucket) = st.url.strip_prefix("s3://") {
+                    if bucket.is_empty() || bucket.starts_with('/') {
+                        return Err(err("storage.url", "s3:// URL needs a bucket name: s3://BUCKET[/prefix]".into()));
+                    }
+                } else if !st.url.starts_with("file://") {
+                    return Err(err("storage.url", format!("{:?}: use file://DIR or s3://BUCKET", st.url)));
+                }
+                st
+            }
+            None => StorageConfig {
+                url: format!("file://{}/footage", data_dir.display()),
+                endpoint: None,
+                region: None,
+                access_key_id: None,
+                secret_access_key: None,
+                allow_http: false,
+            },
+        };
+
+        let rec = raw.recording.unwrap_or(RawRecording { segment_seconds: None, max_drift_ms: None });
+        let segment_seconds = rec.segment_seconds.unwrap_or(DEFAULT_SEGMENT_SECONDS);
+        if !(2..=3600).contains(&segment_seconds) {
+            return Err(err("recording.segment_seconds", format!("{segment_seconds} is outside 2..=3600")));
+        }
+        let max_drift_ms = rec.max_drift_ms.unwrap_or(2000);
+        if !(100..=600_000).contains(&max_drift_ms) {
+            return Err(err("recording.max_drift_ms", format!("{max_drift_ms} is outside 100..=600000")));
+        }
+        let recording = RecordingConfig {
+            segment_duration: Duration::from_secs(segment_seconds),
+            max_drift: Duration::from_millis(max_drift_ms),
+        };
+
+        let sp = raw.spool.unwrap_or(RawSpool { dir: None, min_free_mb: None, max_mb: None });
+        let spool = SpoolConfig {
+            dir: sp.dir.map(PathBuf::from).unwrap_or_else(|| data_dir.join("spool")),
+            min_free_bytes: sp.min_free_mb.unwrap_or(256) << 20,
+            max_bytes: sp.max_mb.map(|m| m << 20),
+        };
+
+        let mut cameras = Vec::with_capacity(raw.cameras.len());
+        let mut seen = HashSet::new();
+        for (i, c) in raw.cameras.into_iter().enumerate() {
+            let key = |k: &str| format!("cameras[{i}].{k}");
+            let id = CameraId::parse(&c.id).map_err(|r| err(&key("id"), r))?;
+            if !seen.insert(id.clone()) {
+                return Err(err(&key("id"), format!("duplicate camera id {:?}", id.as_str())));
+            }
+            let url = parse_rtsp(&c.url).map_err(|r| err(&key("url"), r))?;
+            let sub_url = c
+                .sub_url
+                .map(|u| parse_rtsp(&u).map_err(|r| err(&key("sub_url"), r)))
+                .transpose()?;
+            let username = c.username.map(|v| expand_env(&v).map_err(|r| err(&key("username"), r))).transpose()?;
+            let password = c.password.map(|v| expand_env(&v).map_err(|r| err(&key("password"), r))).transpose()?;
+            if password.is_some() && username.is_none() {
+                return Err(err(&key("username"), "a password is set but no username".into()));
+            }
+            let transport = match c.transport.as_deref() {
+                None | Some("tcp") => RtspTransport::Tcp,
+                Some("udp") => RtspTransport::Udp,
+                Some(other) => return Err(err(&key("transport"), format!("{other:?}: use \"tcp\" or \"udp\""))),
+            };
+            cameras.push(CameraConfig {
+                name: c.name.unwrap_or_else(|| id.to_string()),
+                id,
+                url,
+                username,
+                password,
+                sub_url,
+                transport,
+            });
+        }
+
+        let demo = raw
+            .demo
+            .map(|d| -> Result<DemoConfig, ConfigError> {
+                let l = d.camsim_listen.unwrap_or_else(|| "127.0.0.1:8554".into());
+                Ok(DemoConfig {
+                    simulated_cameras: d.simulated_cameras,
+                    camsim_listen: l.parse().map_err(|e| err("demo.camsim_listen", format!("{l:?}: {e}")))?,
+                })
+            })
+            .transpose()?;
+
+        Ok(Config {
+            path: path.to_owned(),
+            listen,
+            data_dir,
+            database_url,
+            storage,
+            recording,
+            spool,
+            cameras,
+            demo,
+        })
+    }
+}
+
+fn parse_rtsp(s: &str) -> Result<Url, String> {
+    let expanded = expand_env(s)?;
+    let url = Url::parse(&expanded).map_err(|e| format!("{s:?} is not a URL ({e})"))?;
+    if url.scheme() != "rtsp" && url.scheme() != "rtsps" {
+        return Err(format!("{s:?} must be an rtsp:// URL"));
+    }
+    if url.host_str().is_none() {
+        return Err(format!("{s:?} has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("put credentials in username/password (or ${ENV} references), not in the URL".into());
+    }
+    Ok(url)
+}
+
+/// Replaces every `${NAME}` with the environment variable NAME, so secrets can stay
+/// out of the file. A missing variable is an error, never an empty string.
+pub fn expand_env(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| format!("unterminated ${{ in {s:?}"))?;
+        let name = &after[..end];
+        let value = std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_embedded_defaults() {
+        let c = parse("[server]\ndata_dir = \"/tmp/x\"\n").unwrap();
+        assert_eq!(c.database_url, "sqlite:///tmp/x/cradle.db");
+        assert_eq!(c.storage.url, "file:///tmp/x/footage");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.recording.segment_duration, Duration::from_secs(60));
+        assert_eq!(c.spool.dir, PathBuf::from("/tmp/x/spool"));
+    }
+
+    #[test]
+    fn duplicate_camera_id_names_the_key() {
+        let e = parse(
+            "[server]\n[[cameras]]\nid=\"a\"\nurl=\"rtsp://h/1\"\n[[cameras]]\nid=\"a\"\nurl=\"rtsp://h/2\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "cameras[1].id");
+        assert!(e.reason.contains("duplicate"), "{e}");
+    }
+
+    #[test]
+    fn bad_camera_id_and_url_are_rejected() {
+        let e = parse("[server]\n[[cameras]]\nid=\"Room 1\"\nurl=\"rtsp://h/1\"\n").unwrap_err();
+        assert_eq!(e.key, "cameras[0].id");
+        let e = parse("[server]\n[[cameras]]\nid=\"r1\"\nurl=\"http://h/1\"\n").unwrap_err();
+        assert_eq!(e.key, "cameras[0].url");
+        assert!(e.to_string().starts_with("test.toml: cameras[0].url: "), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_reports_line() {
+        let e = parse("[server]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err();
+        assert!(e.key.contains("line 3"), "{e}");
+        assert!(e.reason.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn secrets_come_from_environment() {
+        std::env::set_var("CRADLE_TEST_SECRET_X", "s3cr3t");
+        let c = parse(
+            "[server]\n[[cameras]]\nid=\"a\"\nurl=\"rtsp://h/1\"\nusername=\"u\"\npassword=\"${CRADLE_TEST_SECRET_X}\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.cameras[0].password.as_deref(), Some("s3cr3t"));
+        let e = parse(
+            "[server]\n[[cameras]]\nid=\"a\"\nurl=\"rtsp://h/1\"\nusername=\"u\"\npassword=\"${CRADLE_TEST_UNSET_Y}\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "cameras[0].password");
+        assert!(e.reason.contains("CRADLE_TEST_UNSET_Y"));
+    }
+
+    #[test]
+    fn segment_length_bounds() {
+        let e = parse("[server]\n[recording]\nsegment_seconds = 1\n").unwrap_err();
+        assert_eq!(e.key, "recording.segment_seconds");
+    }
+}

@@ -1,0 +1,151 @@
+//! The per-camera meeting point between ingest and every consumer.
+//!
+//! Ingest publishes each frame once, as an `Arc<Frame>`; consumers never talk to the
+//! camera or to each other. The recorder is the one consumer allowed to push back:
+//! it gets a bounded queue and ingest awaits when it is full (TCP back-pressure to the
+//! camera beats silently dropping footage). Everyone else (live view, health,
+//! snapshots) subscribes to a broadcast that drops the oldest frames for a laggard,
+//! so a slow viewer can never slow the recorder.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::config::{CameraConfig, CameraId};
+use crate::time::WallUs;
+
+/// Codec parameters of a video stream, as the recorder needs them.
+#[derive(Debug, PartialEq, Eq)]
+pub struct StreamParams {
+    /// RFC 6381 codec string, e.g. `avc1.640028`.
+    pub codec: String,
+    /// The complete ISO BMFF VisualSampleEntry (`avc1`+`avcC` or `hvc1`+`hvcC`).
+    pub sample_entry: Vec<u8>,
+    pub width: u16,
+    pub height: u16,
+}
+
+/// One access unit in MP4 form (4-byte length-prefixed NAL units).
+#[derive(Debug)]
+pub struct Frame {
+    /// 90 kHz timestamp, extended (monotonic within one run of a camera session).
+    pub ts_90k: i64,
+    /// Server wall time when the frame arrived.
+    pub arrival_us: WallUs,
+    pub is_key: bool,
+    pub data: Bytes,
+    pub params: Arc<StreamParams>,
+}
+
+/// What the recorder receives, in order.
+#[derive(Debug)]
+pub enum RecorderMsg {
+    /// A new camera session starts delivering (new RTP clock origin).
+    RunStarted { run_id: String },
+    Frame(Arc<Frame>),
+    /// The session ended; `cause` says why (for the gap that follows).
+    RunEnded { cause: String },
+}
+
+/// Capacity of the recorder queue: ~10 s of 25 fps video. When full, ingest waits.
+pub const RECORDER_QUEUE: usize = 256;
+/// Capacity of the broadcast for other consumers; a laggard loses the oldest frames.
+pub const BROADCAST_QUEUE: usize = 128;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CameraState {
+    Connecting,
+    Recording,
+    Failed { error: String },
+}
+
+impl CameraState {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CameraState::Connecting => "connecting",
+            CameraState::Recording => "recording",
+            CameraState::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// Counters read by /metrics and the API; written with relaxed atomics on the hot path.
+#[derive(Default, Debug)]
+pub struct CameraStats {
+    pub frames: AtomicU64,
+    pub bytes: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub last_frame_us: AtomicI64,
+    pub segments: AtomicU64,
+    /// Frames the recorder could not keep (spool full); each also leaves a recorded gap.
+    pub frames_dropped: AtomicU64,
+    /// Latest measured (server wall − RTP) drift within the current run, microseconds.
+    pub drift_us: AtomicI64,
+}
+
+pub struct CameraHub {
+    pub config: CameraConfig,
+    pub stats: CameraStats,
+    state: Mutex<CameraState>,
+    codec: Mutex<Option<String>>,
+    broadcast: broadcast::Sender<Arc<Frame>>,
+}
+
+impl CameraHub {
+    pub fn new(config: CameraConfig) -> Arc<Self> {
+        let (broadcast, _) = broadcast::channel(BROADCAST_QUEUE);
+        Arc::new(CameraHub {
+            config,
+            stats: CameraStats::default(),
+            state: Mutex::new(CameraState::Connecting),
+            codec: Mutex::new(None),
+            broadcast,
+        })
+    }
+
+    pub fn id(&self) -> &CameraId {
+        &self.config.id
+    }
+
+    pub fn state(&self) -> CameraState {
+        self.state.lock().unwrap().clone()
+    }
+
+    pub fn set_state(&self, s: CameraState) {
+        *self.state.lock().unwrap() = s;
+    }
+
+    pub fn codec(&self) -> Option<String> {
+        self.codec.lock().unwrap().clone()
+    }
+
+    pub fn set_codec(&self, codec: &str) {
+        *self.codec.lock().unwrap() = Some(codec.to_owned());
+    }
+
+    /// Subscribe to this camera's frames (live view, health, snapshots).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {
+        self.broadcast.subscribe()
+    }
+
+    /// Called by ingest for every frame: counts it and fans it out to non-recorder
+    /// consumers. Never blocks.
+    pub fn publish(&self, frame: &Arc<Frame>) {
+        self.stats.frames.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes.fetch_add(frame.data.len() as u64, Ordering::Relaxed);
+        self.stats.last_frame_us.store(frame.arrival_us, Ordering::Relaxed);
+        if self.broadcast.receiver_count() > 0 {
+            let _ = self.broadcast.send(frame.clone());
+        }
+    }
+}
+
+/// The sending half ingest holds for the recorder.
+pub type RecorderTx = mpsc::Sender<RecorderMsg>;
+pub type RecorderRx = mpsc::Receiver<RecorderMsg>;
+
+pub fn recorder_queue() -> (RecorderTx, RecorderRx) {
+    mpsc::channel(RECORDER_QUEUE)
+}

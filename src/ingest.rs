@@ -1,0 +1,217 @@
+//! Ingest: one task per camera pulls RTSP with retina and feeds the camera's hub.
+//!
+//! Every wait has a timeout (a camera that goes silent must not hang a task), a failed
+//! or ended session is retried with capped exponential backoff, and each state change
+//! is written as an event, which is what later explains a gap in the recordings.
+//! Frames come out in MP4 form (length-prefixed NALs, parameters out of band), the
+//! form the recorder writes; they are published once, as `Arc`s, to all consumers.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use retina::client::{
+    Credentials, PlayOptions, Session, SessionGroup, SessionOptions, SetupOptions, TcpTransportOptions, Transport,
+    UdpTransportOptions,
+};
+use retina::codec::{CodecItem, FrameFormat, ParametersRef};
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::RtspTransport;
+use crate::db::Db;
+use crate::hub::{CameraHub, CameraState, Frame, RecorderMsg, RecorderTx, StreamParams};
+use crate::time::now_us;
+
+/// Limit for each RTSP request (DESCRIBE, SETUP, PLAY).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A camera that sends no frame for this long is treated as gone and reconnected.
+pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_MIN: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Why a session ended.
+#[derive(Debug)]
+enum SessionEnd {
+    Shutdown,
+    /// The session failed; `delivered` says whether any frame got through (resets backoff).
+    Failed { error: String, delivered: bool },
+}
+
+pub async fn run_camera(hub: Arc<CameraHub>, tx: RecorderTx, db: Db, shutdown: CancellationToken) {
+    let cam = hub.id().to_string();
+    let group = Arc::new(SessionGroup::default().named(cam.clone()));
+    let mut backoff = BACKOFF_MIN;
+    let mut last_error: Option<String> = None;
+    let mut attempt: u64 = 0;
+    loop {
+        hub.set_state(CameraState::Connecting);
+        attempt += 1;
+        let run_id = format!("{}-{}", now_us(), attempt);
+        let end = tokio::select! {
+            end = session(&hub, &tx, &db, &group, &run_id) => end,
+            _ = shutdown.cancelled() => SessionEnd::Shutdown,
+        };
+        match end {
+            SessionEnd::Shutdown => {
+                let _ = tx.send(RecorderMsg::RunEnded { cause: "server stopping".into() }).await;
+                return;
+            }
+            SessionEnd::Failed { error, delivered } => {
+                let _ = tx.send(RecorderMsg::RunEnded { cause: error.clone() }).await;
+                hub.set_state(CameraState::Failed { error: error.clone() });
+                if delivered {
+                    backoff = BACKOFF_MIN;
+                    hub.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                // One event per distinct failure, not one per retry: a camera that is
+                // down for a day must not write thousands of identical rows.
+                if delivered || last_error.as_deref() != Some(error.as_str()) {
+                    warn!(camera = %cam, "{error}; retrying in {backoff:?}");
+                    record_event(&db, &cam, if delivered { "disconnected" } else { "connect_failed" }, &error).await;
+                }
+                last_error = Some(error);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+        // Some cameras keep a dropped TCP session alive for a while and refuse a new one
+        // (retina's "stale sessions"); wait for those to be torn down, briefly.
+        let stale = group.stale_sessions();
+        let _ = timeout(Duration::from_secs(5), group.await_stale_sessions(&stale)).await;
+    }
+}
+
+async fn record_event(db: &Db, cam: &str, kind: &str, detail: &str) {
+    if let Err(e) = db.insert_event(Some(cam), now_us(), kind, detail).await {
+        warn!(camera = %cam, "cannot record event {kind}: {e}");
+    }
+}
+
+/// Adds an operator's hint to the errors people actually hit.
+fn explain(hub: &CameraHub, e: impl std::fmt::Display) -> String {
+    let msg = e.to_string();
+    let hint = if msg.contains("401") {
+        " — check username/password in [[cameras]]"
+    } else if msg.contains("Connection refused") || msg.contains("connection refused") {
+        " — is the camera on and the URL's host:port right?"
+    } else if msg.contains("404") {
+        " — check the stream path in the camera URL"
+    } else {
+        ""
+    };
+    format!("camera {:?}: {msg}{hint}", hub.id().as_str())
+}
+
+async fn session(hub: &CameraHub, tx: &RecorderTx, db: &Db, group: &Arc<SessionGroup>, run_id: &str) -> SessionEnd {
+    let failed = |error: String| SessionEnd::Failed { error, delivered: false };
+    let cfg = &hub.config;
+    let creds = cfg.username.as_ref().map(|u| Credentials {
+        username: u.clone(),
+        password: cfg.password.clone().unwrap_or_default(),
+    });
+    let opts = SessionOptions::default()
+        .creds(creds)
+        .user_agent(format!("Cradle/{}", env!("CARGO_PKG_VERSION")))
+        .session_group(group.clone());
+    let mut described = match timeout(REQUEST_TIMEOUT, Session::describe(cfg.url.clone(), opts)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return failed(explain(hub, e)),
+        Err(_) => return failed(explain(hub, "RTSP DESCRIBE timed out")),
+    };
+    let Some(stream_i) = described.streams().iter().position(|s| {
+        s.media() == "video"
+            && (s.encoding_name().eq_ignore_ascii_case("h264") || s.encoding_name().eq_ignore_ascii_case("h265"))
+    }) else {
+        let found: Vec<String> =
+            described.streams().iter().map(|s| format!("{}/{}", s.media(), s.encoding_name())).collect();
+        return failed(explain(hub, format!("no H.264 or H.265 video stream (found {found:?})")));
+    };
+    let transport = match cfg.transport {
+        RtspTransport::Tcp => Transport::Tcp(TcpTransportOptions::default()),
+        RtspTransport::Udp => Transport::Udp(UdpTransportOptions::default()),
+    };
+    let setup = SetupOptions::default().transport(transport).frame_format(FrameFormat::MP4);
+    match timeout(REQUEST_TIMEOUT, described.setup(stream_i, setup)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return failed(explain(hub, e)),
+        Err(_) => return failed(explain(hub, "RTSP SETUP timed out")),
+    }
+    let playing = match timeout(REQUEST_TIMEOUT, described.play(PlayOptions::default())).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return failed(explain(hub, e)),
+        Err(_) => return failed(explain(hub, "RTSP PLAY timed out")),
+    };
+    let mut demuxed = match playing.demuxed() {
+        Ok(d) => d,
+        Err(e) => return failed(explain(hub, e)),
+    };
+
+    let mut params: Option<Arc<StreamParams>> = None;
+    let mut delivered = false;
+    loop {
+        let item = match timeout(FRAME_TIMEOUT, demuxed.next()).await {
+            Err(_) => {
+                return SessionEnd::Failed {
+                    error: explain(hub, format!("no frames for {} s", FRAME_TIMEOUT.as_secs())),
+                    delivered,
+                }
+            }
+            Ok(None) => return SessionEnd::Failed { error: explain(hub, "camera closed the stream"), delivered },
+            Ok(Some(Err(e))) => return SessionEnd::Failed { error: explain(hub, e), delivered },
+            Ok(Some(Ok(item))) => item,
+        };
+        let CodecItem::VideoFrame(f) = item else { continue };
+        if f.stream_id() != stream_i {
+            continue;
+        }
+        if params.is_none() || f.has_new_parameters() {
+            match demuxed.streams()[stream_i].parameters() {
+                Some(ParametersRef::Video(v)) => {
+                    let sample_entry = match v.mp4_sample_entry().build() {
+                        Ok(s) => s,
+                        Err(e) => return SessionEnd::Failed { error: explain(hub, e), delivered },
+                    };
+                    let (w, h) = v.pixel_dimensions();
+                    let p = StreamParams {
+                        codec: v.rfc6381_codec().to_owned(),
+                        sample_entry,
+                        width: w.min(u16::MAX as u32) as u16,
+                        height: h.min(u16::MAX as u32) as u16,
+                    };
+                    info!(camera = %hub.id(), codec = %p.codec, width = w, height = h, "stream parameters");
+                    hub.set_codec(&p.codec);
+                    params = Some(Arc::new(p));
+                }
+                _ => continue, // no parameters yet: nothing decodable to record
+            }
+        }
+        let frame = Arc::new(Frame {
+            ts_90k: f.timestamp().elapsed(),
+            arrival_us: now_us(),
+            is_key: f.is_random_access_point(),
+            params: params.clone().expect("set above"),
+            data: Bytes::from(f.into_data()),
+        });
+        if !delivered {
+            delivered = true;
+            hub.set_state(CameraState::Recording);
+            record_event(db, hub.id().as_str(), "recording", &format!("run {run_id}")).await;
+            if tx.send(RecorderMsg::RunStarted { run_id: run_id.to_owned() }).await.is_err() {
+                return SessionEnd::Shutdown;
+            }
+        }
+        hub.publish(&frame);
+        // The recorder's queue is bounded; awaiting here pushes back on the camera's TCP
+        // stream rather than dropping footage.
+        if tx.send(RecorderMsg::Frame(frame)).await.is_err() {
+            return SessionEnd::Shutdown;
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Cradle: an always-armed recorder and live-view server for childcare centres.
+//!
+//! The data flow, top to bottom (see README and ARCHITECTURE):
+//! camera ─RTSP→ [`ingest`] → [`hub`] → [`record`] (segments → spool → uploader)
+//! → [`storage`] + [`db`] index; [`api`] serves state and recordings over HTTP;
+//! [`camsim`] simulates cameras for the demo, tests and benchmarks.
+
+pub mod api;
+pub mod app;
+pub mod camsim;
+pub mod config;
+pub mod db;
+pub mod gaps;
+pub mod hub;
+pub mod ingest;
+pub mod record;
+pub mod reindex;
+pub mod storage;
+pub mod time;

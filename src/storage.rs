@@ -1,0 +1,185 @@
+//! Object storage for finished segments: a local directory (the embedded default) or
+//! an S3 bucket, through `object_store`.
+//!
+//! The key scheme is the contract that lets `cradle reindex` rebuild the index from
+//! the bucket alone: `CAMERA/YYYY-MM-DD/CAMERA_YYYYMMDDTHHMMSS.ffffffZ.mp4`. Keys of one
+//! camera sort by start time, and each object carries its own codec parameters and
+//! Cradle metadata (see `record::fmp4`).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjPath;
+use object_store::prefix::PrefixStore;
+use object_store::{BackoffConfig, ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+
+use crate::config::{CameraId, StorageConfig};
+use crate::time::{format_compact, format_day, parse_compact, WallUs};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage configuration: {0}")]
+    Config(String),
+    #[error("storage {0}")]
+    Store(#[from] object_store::Error),
+    #[error("storage: local file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    /// For a local directory: its path, so a put can be fsynced (object_store's local
+    /// store renames into place but does not fsync; a power cut must not eat a segment
+    /// whose spool copy we already deleted).
+    local_root: Option<PathBuf>,
+    pub description: String,
+}
+
+impl Storage {
+    pub fn from_config(cfg: &StorageConfig) -> Result<Storage, StorageError> {
+        if let Some(dir) = cfg.url.strip_prefix("file://") {
+            let root = PathBuf::from(dir);
+            std::fs::create_dir_all(&root)
+                .map_err(|e| StorageError::Config(format!("cannot create {}: {e}", root.display())))?;
+            let root = root.canonicalize()?;
+            let store = LocalFileSystem::new_with_prefix(&root)?;
+            return Ok(Storage {
+                store: Arc::new(store),
+                description: format!("directory {}", root.display()),
+                local_root: Some(root),
+            });
+        }
+        let rest = cfg
+            .url
+            .strip_prefix("s3://")
+            .ok_or_else(|| StorageError::Config(format!("unsupported storage url {:?}", cfg.url)))?;
+        let (bucket, prefix) = match rest.split_once('/') {
+            Some((b, p)) => (b, p.trim_matches('/')),
+            None => (rest, ""),
+        };
+        let mut b = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_allow_http(cfg.allow_http)
+            .with_region(cfg.region.clone().unwrap_or_else(|| "us-east-1".into()))
+            // Cradle retries uploads itself, forever, from the spool; the client should
+            // fail fast so the backlog and the alarm reflect reality.
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(1),
+                    base: 2.0,
+                },
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(10),
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(5))
+                    .with_timeout(Duration::from_secs(120))
+                    .with_allow_http(cfg.allow_http),
+            );
+        if let Some(e) = &cfg.endpoint {
+            // Path-style requests: Garage, MinIO and Ceph are usually addressed by IP or a
+            // single host name without wildcard DNS.
+            b = b.with_endpoint(e).with_virtual_hosted_style_request(false);
+        }
+        if let Some(k) = &cfg.access_key_id {
+            b = b.with_access_key_id(k);
+        }
+        if let Some(s) = &cfg.secret_access_key {
+            b = b.with_secret_access_key(s);
+        }
+        let s3 = b.build()?;
+        let description = format!(
+            "s3://{bucket}/{prefix} at {}",
+            cfg.endpoint.as_deref().unwrap_or("AWS")
+        );
+        let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(PrefixStore::new(s3, prefix))
+        };
+        Ok(Storage { store, local_root: None, description })
+    }
+
+    /// Stores an object durably: when this returns Ok, the bytes survive a crash of this
+    /// process and (for a local directory) a power cut.
+    pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        self.store.put(&ObjPath::from(key), PutPayload::from(data)).await?;
+        if let Some(root) = &self.local_root {
+            let path = root.join(key);
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                std::fs::File::open(&path)?.sync_all()?;
+                if let Some(parent) = path.parent() {
+                    std::fs::File::open(parent)?.sync_all()?;
+                }
+                Ok(())
+            })
+            .await
+            .expect("fsync task panicked")?;
+        }
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        Ok(self.store.get(&ObjPath::from(key)).await?.bytes().await?)
+    }
+
+    /// Every object under `prefix` (or all), as (key, size).
+    pub async fn list(&self, prefix: Option<&str>) -> Result<Vec<(String, u64)>, StorageError> {
+        let p = prefix.map(ObjPath::from);
+        let metas: Vec<_> = self.store.list(p.as_ref()).try_collect().await?;
+        Ok(metas.into_iter().map(|m| (m.location.to_string(), m.size)).collect())
+    }
+
+    /// A cheap request that fails when storage is unreachable or refuses our credentials.
+    pub async fn probe(&self) -> Result<(), StorageError> {
+        let mut s = self.store.list(Some(&ObjPath::from("cradle-probe")));
+        s.try_next().await?;
+        Ok(())
+    }
+}
+
+/// `CAMERA/YYYY-MM-DD/CAMERA_YYYYMMDDTHHMMSS.ffffffZ.mp4`: camera first so a camera's
+/// footage is one prefix; the UTC day so listings of a day are cheap; the camera id
+/// again in the file name so a downloaded file still says where it came from.
+pub fn segment_key(camera: &CameraId, start_us: WallUs) -> String {
+    format!("{camera}/{}/{camera}_{}.mp4", format_day(start_us), format_compact(start_us))
+}
+
+/// The inverse of [`segment_key`]: `None` for anything that is not a segment key.
+pub fn parse_segment_key(key: &str) -> Option<(CameraId, WallUs)> {
+    let mut parts = key.split('/');
+    let (cam, day, file) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    let camera = CameraId::parse(cam).ok()?;
+    let stem = file.strip_suffix(".mp4")?;
+    let ts = stem.strip_prefix(cam)?.strip_prefix('_')?;
+    let start = parse_compact(ts)?;
+    (format_day(start) == day).then_some((camera, start))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_keys_round_trip_and_sort_by_time() {
+        let cam = CameraId::parse("room-1").unwrap();
+        let t = 1_795_000_000_123_456;
+        let k = segment_key(&cam, t);
+        assert_eq!(parse_segment_key(&k), Some((cam.clone(), t)));
+        assert!(segment_key(&cam, t) < segment_key(&cam, t + 1));
+        assert!(segment_key(&cam, t) < segment_key(&cam, t + 86_400_000_000));
+        assert_eq!(parse_segment_key("room-1/x.mp4"), None);
+        assert_eq!(parse_segment_key("room-1/2020-01-01/room-2_20200101T000000.000000Z.mp4"), None);
+    }
+}

@@ -1,0 +1,401 @@
+//! Test harness: starts the real `cradle` binary against real parts — camsim or
+//! Debian's GStreamer RTSP server as cameras, Garage as S3, SQLite or PostgreSQL —
+//! and talks to it over HTTP like a user would.
+//!
+//! `scripts/test.sh` starts PostgreSQL and a shared Garage and exports their
+//! addresses; tests that need to stop storage start their own Garage with
+//! `scripts/garage.sh`. A missing variable is a hard failure: these tests must run.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cradle");
+
+pub fn env_required(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with scripts/test.sh, which starts Garage and PostgreSQL")
+    })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The database back end a test runs against.
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database for one test.
+pub async fn fresh_database(backend: Backend, dir: &Path) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}/cradle.db", dir.display()),
+        Backend::Postgres => {
+            use sqlx::Connection;
+            let base = env_required("CRADLE_TEST_PG_URL");
+            let name = format!("cradle_t{}_{}", std::process::id(), rand::random::<u32>());
+            let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to test PostgreSQL");
+            // `name` is made here from digits only, never from input.
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+            let (prefix, _) = base.rsplit_once('/').unwrap();
+            format!("{prefix}/{name}")
+        }
+    }
+}
+
+/// `[storage]` section for the shared test Garage, with a per-test prefix.
+pub fn garage_storage_toml(prefix: &str) -> String {
+    format!(
+        "[storage]\nurl = \"s3://{}/{prefix}\"\nendpoint = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\nallow_http = true\n",
+        env_required("CRADLE_TEST_S3_BUCKET"),
+        env_required("CRADLE_TEST_S3_ENDPOINT"),
+        env_required("CRADLE_TEST_S3_REGION"),
+        env_required("CRADLE_TEST_S3_ACCESS_KEY_ID"),
+        env_required("CRADLE_TEST_S3_SECRET_ACCESS_KEY"),
+    )
+}
+
+pub struct CameraSpec {
+    pub id: String,
+    pub url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl CameraSpec {
+    pub fn new(id: &str, url: &str) -> Self {
+        CameraSpec { id: id.into(), url: url.into(), username: None, password: None }
+    }
+    pub fn creds(mut self, u: &str, p: &str) -> Self {
+        self.username = Some(u.into());
+        self.password = Some(p.into());
+        self
+    }
+}
+
+pub struct ServerSpec {
+    pub dir: PathBuf,
+    pub port: u16,
+    pub database_url: String,
+    pub storage_toml: String,
+    pub segment_seconds: u32,
+    pub extra_toml: String,
+    pub cameras: Vec<CameraSpec>,
+}
+
+impl ServerSpec {
+    pub async fn new(backend: Backend, dir: &Path) -> ServerSpec {
+        ServerSpec {
+            dir: dir.to_owned(),
+            port: free_port(),
+            database_url: fresh_database(backend, dir).await,
+            storage_toml: format!("[storage]\nurl = \"file://{}/footage\"\n", dir.display()),
+            segment_seconds: 60,
+            extra_toml: String::new(),
+            cameras: Vec::new(),
+        }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("cradle.toml")
+    }
+
+    pub fn write_config(&self) -> PathBuf {
+        let mut s = format!(
+            "[server]\nlisten = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\n[database]\nurl = \"{}\"\n{}\n[recording]\nsegment_seconds = {}\n{}\n",
+            self.port,
+            self.dir.join("data").display(),
+            self.database_url,
+            self.storage_toml,
+            self.segment_seconds,
+            self.extra_toml
+        );
+        for c in &self.cameras {
+            s += &format!("[[cameras]]\nid = \"{}\"\nurl = \"{}\"\n", c.id, c.url);
+            if let Some(u) = &c.username {
+                s += &format!("username = \"{u}\"\n");
+            }
+            if let Some(p) = &c.password {
+                s += &format!("password = \"{p}\"\n");
+            }
+        }
+        let path = self.config_path();
+        std::fs::write(&path, s).unwrap();
+        path
+    }
+
+    pub async fn start(&self) -> Server {
+        let config = self.write_config();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("cradle.log")).unwrap();
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info,sqlx=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start cradle");
+        let server = Server { child: Some(child), base: format!("http://127.0.0.1:{}", self.port), dir: self.dir.clone() };
+        let client = reqwest::Client::new();
+        let url = format!("{}/healthz", server.base);
+        let start = Instant::now();
+        loop {
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                panic!("cradle did not answer /healthz; log:\n{}", server.log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server
+    }
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub base: String,
+    pub dir: PathBuf,
+}
+
+impl Server {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("cradle.log")).unwrap_or_default()
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let r = reqwest::get(format!("{}{path}", self.base)).await.expect("GET");
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+
+    pub async fn get_text(&self, path: &str) -> String {
+        reqwest::get(format!("{}{path}", self.base)).await.unwrap().text().await.unwrap()
+    }
+
+    pub async fn camera(&self, id: &str) -> Value {
+        self.get(&format!("/api/v1/cameras/{id}")).await
+    }
+
+    pub async fn wait_recording(&self, id: &str, timeout: Duration) {
+        wait_until(&format!("camera {id} recording"), timeout, || async {
+            self.camera(id).await["state"] == "recording"
+        })
+        .await
+    }
+
+    /// Recordings of a camera from `start` (RFC 3339) to now.
+    pub async fn recordings(&self, id: &str, start: &str, end: &str) -> Value {
+        self.get(&format!("/api/v1/cameras/{id}/recordings?start={start}&end={end}")).await
+    }
+
+    pub async fn status(&self) -> Value {
+        self.get("/api/v1/status").await
+    }
+
+    /// SIGTERM and wait; returns how long the exit took.
+    pub fn terminate(&mut self) -> Duration {
+        let mut child = self.child.take().expect("server running");
+        let start = Instant::now();
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                assert!(status.success(), "cradle exited with {status}; log:\n{}", self.log());
+                return start.elapsed();
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                child.kill().unwrap();
+                panic!("cradle did not exit within 60 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("server running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A child process killed on drop (camsim, GStreamer camera).
+pub struct Proc(pub Option<Child>);
+
+impl Proc {
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn wait_port(port: u16, what: &str) {
+    wait_until(what, Duration::from_secs(20), || async move {
+        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+    })
+    .await
+}
+
+/// `cradle camsim` on `port` with `streams` cameras (as a separate process, so a test
+/// can kill the "camera" without touching the recorder).
+pub async fn camsim(port: u16, streams: usize) -> Proc {
+    let child = Command::new(BIN)
+        .args(["camsim", "--listen", &format!("127.0.0.1:{port}"), "--streams", &streams.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start camsim");
+    let p = Proc(Some(child));
+    wait_port(port, "camsim").await;
+    p
+}
+
+/// Debian's GStreamer RTSP server (tests/support/gst_camera.py) with digest auth.
+pub async fn gst_camera(port: u16, user: &str, password: &str, extra: &[&str]) -> Proc {
+    let script = env_required("CRADLE_TEST_GST_CAMERA");
+    let child = Command::new("/usr/bin/python3")
+        .arg(script)
+        .args(["--port", &port.to_string(), "--mount", "/cam", "--user", user, "--password", password])
+        .args(["--auth", "digest"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the GStreamer camera");
+    let p = Proc(Some(child));
+    wait_port(port, "GStreamer camera").await;
+    p
+}
+
+/// A Garage of the test's own (so it can be stopped), via scripts/garage.sh.
+pub struct OwnGarage {
+    pub dir: PathBuf,
+    pub ports: (u16, u16, u16),
+    pub env: std::collections::HashMap<String, String>,
+}
+
+impl OwnGarage {
+    pub fn start(dir: &Path, ports: Option<(u16, u16, u16)>) -> OwnGarage {
+        let ports = ports.unwrap_or_else(|| (free_port(), free_port(), free_port()));
+        let script = env_required("CRADLE_TEST_GARAGE_SH");
+        let out = Command::new("bash")
+            .arg(script)
+            .arg("start")
+            .arg(dir)
+            .args([ports.0.to_string(), ports.1.to_string(), ports.2.to_string()])
+            .output()
+            .expect("run garage.sh");
+        assert!(out.status.success(), "garage.sh start failed: {}", String::from_utf8_lossy(&out.stderr));
+        let mut env = std::collections::HashMap::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some(kv) = line.strip_prefix("export ") {
+                if let Some((k, v)) = kv.split_once('=') {
+                    env.insert(k.to_owned(), v.trim_matches(|c| c == '"' || c == '\'').to_owned());
+                }
+            }
+        }
+        OwnGarage { dir: dir.to_owned(), ports, env }
+    }
+
+    pub fn stop(&self) {
+        let script = env_required("CRADLE_TEST_GARAGE_SH");
+        let st = Command::new("bash").arg(script).arg("stop").arg(&self.dir).status().unwrap();
+        assert!(st.success());
+    }
+
+    pub fn storage_toml(&self) -> String {
+        format!(
+            "[storage]\nurl = \"s3://{}\"\nendpoint = \"{}\"\nregion = \"{}\"\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\nallow_http = true\n",
+            self.env["CRADLE_TEST_S3_BUCKET"],
+            self.env["CRADLE_TEST_S3_ENDPOINT"],
+            self.env["CRADLE_TEST_S3_REGION"],
+            self.env["CRADLE_TEST_S3_ACCESS_KEY_ID"],
+            self.env["CRADLE_TEST_S3_SECRET_ACCESS_KEY"],
+        )
+    }
+}
+
+impl Drop for OwnGarage {
+    fn drop(&mut self) {
+        if let Ok(script) = std::env::var("CRADLE_TEST_GARAGE_SH") {
+            let _ = Command::new("bash").arg(script).arg("stop").arg(&self.dir).output();
+        }
+    }
+}
+
+/// The storage a server was configured with, opened through Cradle's own Storage type
+/// (the test checks objects the way `reindex` would see them).
+pub fn open_storage(spec: &ServerSpec) -> cradle::storage::Storage {
+    let cfg = cradle::config::Config::load(&spec.config_path()).expect("config");
+    cradle::storage::Storage::from_config(&cfg.storage).expect("storage")
+}
+
+/// ffprobe's view of an MP4 file: (codec_name, frames, duration seconds).
+pub fn ffprobe(path: &Path) -> (String, u64, f64) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=codec_name,nb_read_frames:format=duration", "-of", "json"])
+        .arg(path)
+        .output()
+        .expect("ffprobe (install ffmpeg)");
+    assert!(out.status.success(), "ffprobe failed on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let s = &v["streams"][0];
+    (
+        s["codec_name"].as_str().unwrap_or("").to_owned(),
+        s["nb_read_frames"].as_str().unwrap_or("0").parse().unwrap(),
+        v["format"]["duration"].as_str().unwrap_or("0").parse().unwrap(),
+    )
+}
+
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let us = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64;
+    cradle::time::format_rfc3339(us)
+}
+
+pub fn now_rfc3339() -> String {
+    rfc3339(std::time::SystemTime::now())
+}
+
+pub fn secs(v: &Value) -> f64 {
+    cradle::time::parse_rfc3339(v.as_str().unwrap()).unwrap() as f64 / 1e6
+}

@@ -1,0 +1,80 @@
+// Recording status page: every camera's state and the last hour's recorded spans and
+// gaps, from /api/v1/cameras and /api/v1/cameras/{id}/recordings. Refreshes every 5 s.
+"use strict";
+
+const el = (tag, attrs = {}, text = "") => {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text) e.textContent = text;
+  return e;
+};
+
+function ago(iso) {
+  if (!iso) return "never";
+  const s = (Date.now() - Date.parse(iso)) / 1000;
+  return s < 1 ? "now" : s < 120 ? `${s.toFixed(0)} s ago` : new Date(iso).toLocaleString();
+}
+
+async function timeline(cam) {
+  const end = new Date();
+  const start = new Date(end - 3600e3);
+  const q = `start=${start.toISOString()}&end=${end.toISOString()}`;
+  const r = await fetch(`/api/v1/cameras/${cam.id}/recordings?${q}`);
+  const bar = el("div", { class: "bar", title: "last hour" });
+  if (!r.ok) return bar;
+  const data = await r.json();
+  const pos = (iso) => Math.max(0, Math.min(100, ((Date.parse(iso) - start) / 3600e3) * 100));
+  const add = (cls, s, e, title) => {
+    const span = el("span", { class: cls, title });
+    span.style.left = `${pos(s)}%`;
+    span.style.width = `${Math.max(0.2, pos(e) - pos(s))}%`;
+    bar.appendChild(span);
+  };
+  for (const s of data.segments) add("rec", s.start, s.end, `${s.start} – ${s.end} (${s.state})`);
+  for (const g of data.gaps)
+    add(g.cause === "not_yet_recorded" ? "pending" : "gap", g.start, g.end, `${g.cause}: ${g.detail}`);
+  return bar;
+}
+
+async function refresh() {
+  try {
+    const [camsR, statusR] = await Promise.all([fetch("/api/v1/cameras"), fetch("/api/v1/status")]);
+    const { cameras } = await camsR.json();
+    const status = await statusR.json();
+    const rec = cameras.filter((c) => c.state === "recording").length;
+    document.getElementById("summary").textContent =
+      `${rec} of ${cameras.length} cameras recording · storage: ${status.storage.description} ` +
+      `(${status.storage.healthy ? "healthy" : "FAILING: " + (status.storage.last_error || "")})`;
+    const body = document.getElementById("cams");
+    const rows = await Promise.all(
+      cameras.map(async (c) => {
+        const tr = el("tr");
+        const name = el("td");
+        name.appendChild(el("div", {}, c.name));
+        name.appendChild(el("small", {}, c.id));
+        tr.appendChild(name);
+        const st = el("td");
+        st.appendChild(el("span", { class: `state ${c.state}` }, c.state));
+        if (c.last_error) st.appendChild(el("div", { class: "err" }, c.last_error));
+        tr.appendChild(st);
+        tr.appendChild(el("td", {}, ago(c.last_frame_at)));
+        tr.appendChild(el("td", {}, c.codec || "—"));
+        tr.appendChild(el("td", {}, c.oldest_footage ? new Date(c.oldest_footage).toLocaleString() : "—"));
+        const tl = el("td");
+        tl.appendChild(await timeline(c));
+        tr.appendChild(tl);
+        return tr;
+      })
+    );
+    body.replaceChildren(...rows);
+    document.getElementById("spool").textContent =
+      `Spool backlog: ${status.spool.backlog_segments} segments, ` +
+      `${(status.spool.backlog_bytes / 1e6).toFixed(1)} MB waiting for upload; ` +
+      `${status.spool.uploaded_segments} uploaded since start.`;
+  } catch (e) {
+    document.getElementById("summary").textContent = `cannot reach Cradle: ${e}`;
+  }
+}
+
+refresh();
+setInterval(refresh, 5000);
