@@ -8,7 +8,7 @@
 
 use serde::Serialize;
 
-use crate::db::{EventRow, SegmentRow};
+use crate::db::EventRow;
 use crate::time::WallUs;
 
 /// Holes shorter than this are rounding between segments, not missing footage.
@@ -19,23 +19,23 @@ pub struct Gap {
     pub start_us: WallUs,
     pub end_us: WallUs,
     /// `server_down`, `server_crashed`, `camera_offline`, `spool_full`, `storage`,
-    /// `clock_drift`, `not_yet_recorded`, `unknown`.
+    /// `clock_drift`, `unknown`.
     pub cause: String,
     pub detail: String,
 }
 
-/// Computes the gaps of `[start, end)` given the segments overlapping it (sorted by
-/// start) and the events in and shortly before it (sorted by time). `now` caps the
-/// range: the future is not a gap.
-pub fn find_gaps(start: WallUs, end: WallUs, now: WallUs, segments: &[SegmentRow], events: &[EventRow]) -> Vec<Gap> {
+/// Computes the gaps of `[start, end)` given the recorded spans overlapping it (sorted
+/// by start: indexed segments, plus the segment in progress) and the events in and
+/// shortly before it (sorted by time). `now` caps the range: the future is not a gap.
+pub fn find_gaps(start: WallUs, end: WallUs, now: WallUs, spans: &[(WallUs, WallUs)], events: &[EventRow]) -> Vec<Gap> {
     let end = end.min(now);
     let mut gaps = Vec::new();
     let mut cursor = start;
-    for s in segments {
-        if s.start_us - cursor > TOLERANCE_US {
-            gaps.push(explain(cursor, s.start_us.min(end), events));
+    for &(s_start, s_end) in spans {
+        if s_start - cursor > TOLERANCE_US {
+            gaps.push(explain(cursor, s_start.min(end), events));
         }
-        cursor = cursor.max(s.end_us);
+        cursor = cursor.max(s_end);
         if cursor >= end {
             break;
         }
@@ -74,21 +74,8 @@ fn explain(start: WallUs, end: WallUs, events: &[EventRow]) -> Gap {
 mod tests {
     use super::*;
 
-    fn seg(start: i64, end: i64) -> SegmentRow {
-        SegmentRow {
-            camera_id: "c".into(),
-            start_us: start,
-            end_us: end,
-            duration_90k: 0,
-            bytes: 0,
-            frames: 0,
-            codec: String::new(),
-            object_key: format!("k{start}"),
-            sha256: String::new(),
-            run_id: String::new(),
-            drift_us: 0,
-            state: "stored".into(),
-        }
+    fn seg(start: i64, end: i64) -> (i64, i64) {
+        (start, end)
     }
 
     fn ev(at: i64, kind: &str) -> EventRow {

@@ -83,6 +83,9 @@ pub struct CameraStats {
     pub frames_dropped: AtomicU64,
     /// Latest measured (server wall − RTP) drift within the current run, microseconds.
     pub drift_us: AtomicI64,
+    /// Wall-clock start of the segment being written (0: none). Footage after it is in
+    /// the spool but not yet indexed; the API shows it as in progress, not as a gap.
+    pub open_segment_start_us: AtomicI64,
 }
 
 pub struct CameraHub {

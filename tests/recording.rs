@@ -198,7 +198,7 @@ async fn reindex_rebuilds_the_index_from_the_bucket_alone(backend: Backend) {
     assert!(out.status.success(), "reindex failed: {}", String::from_utf8_lossy(&out.stderr));
     let server = spec.start().await;
     for (cam, before) in [("room-1", &before_1), ("hall", &before_h)] {
-        let after = server.recordings(cam, &rfc3339(t_start), &rfc3339(SystemTime::now() - Duration::from_secs(3))).await;
+        let after = server.recordings(cam, &rfc3339(t_start), &now_rfc3339()).await;
         let pick = |v: &serde_json::Value| -> Vec<(String, String, i64, i64)> {
             v["segments"]
                 .as_array()
@@ -292,7 +292,7 @@ async fn camera_killed_and_restarted_leaves_a_gap_with_its_cause_and_recording_r
     server.wait_recording("room-1", Duration::from_secs(45)).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let rec = server.recordings("room-1", &rfc3339(t_start), &now_rfc3339()).await;
-    let gaps: Vec<_> = rec["gaps"].as_array().unwrap().iter().filter(|g| g["cause"] != "not_yet_recorded").collect();
+    let gaps: Vec<_> = rec["gaps"].as_array().unwrap().iter().collect();
     let outage = gaps
         .iter()
         .find(|g| secs(&g["start"]) > secs(&serde_json::json!(rfc3339(t_start))) + 1.0)

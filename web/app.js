@@ -31,8 +31,8 @@ async function timeline(cam) {
     bar.appendChild(span);
   };
   for (const s of data.segments) add("rec", s.start, s.end, `${s.start} – ${s.end} (${s.state})`);
-  for (const g of data.gaps)
-    add(g.cause === "not_yet_recorded" ? "pending" : "gap", g.start, g.end, `${g.cause}: ${g.detail}`);
+  for (const g of data.gaps) add("gap", g.start, g.end, `${g.cause}: ${g.detail}`);
+  if (data.in_progress) add("pending", data.in_progress.start, end.toISOString(), "segment in progress");
   return bar;
 }
 

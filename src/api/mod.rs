@@ -189,20 +189,13 @@ async fn recordings(
     let cam = h.id().as_str();
     let segments = app.db.segments_between(cam, start, end).await?;
     let events = app.db.events_between(cam, start - 60_000_000, end).await?;
-    let mut gaps = find_gaps(start, end, now, &segments, &events);
-    if matches!(h.state(), CameraState::Recording) {
-        // Footage still being written is not missing: the segment in progress (up to one
-        // segment length) is indexed when it closes.
-        if let Some(last) = gaps.last_mut() {
-            if last.end_us >= now - 1000 {
-                let newest = segments.last().map(|s| s.end_us).unwrap_or(start);
-                if last.start_us <= newest.max(start) + 1000 {
-                    last.cause = "not_yet_recorded".into();
-                    last.detail = "the segment in progress is indexed when it closes".into();
-                }
-            }
-        }
-    }
+    // Footage still being written is not missing: the segment in progress (up to one
+    // segment length, fsynced GOP by GOP in the spool) is indexed when it closes.
+    let open_start = h.stats.open_segment_start_us.load(Ordering::Relaxed);
+    let in_progress = (open_start != 0 && open_start < end).then_some(open_start);
+    let mut spans: Vec<(i64, i64)> = segments.iter().map(|s| (s.start_us, s.end_us)).collect();
+    spans.extend(in_progress.map(|s| (s, now)));
+    let gaps = find_gaps(start, end, now, &spans, &events);
     let mut causes: HashMap<&str, i64> = HashMap::new();
     for g in &gaps {
         *causes.entry(g.cause.as_str()).or_default() += g.end_us - g.start_us;
@@ -230,6 +223,8 @@ async fn recordings(
             "cause": g.cause,
             "detail": g.detail,
         })).collect::<Vec<_>>(),
+        "in_progress": in_progress.map(|s| serde_json::json!({ "start": format_rfc3339(s) })),
         "gap_seconds_by_cause": causes.iter().map(|(k, v)| (k.to_string(), *v as f64 / 1e6)).collect::<HashMap<_, _>>(),
     })))
 }
+

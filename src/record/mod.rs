@@ -106,6 +106,9 @@ impl Recorder {
         }
         if self.gop.is_empty() && !f.is_key {
             // Before the first keyframe of a run (or after dropping): nothing decodable.
+            if self.spool_full_since.is_some() {
+                self.hub.stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+            }
             return;
         }
         if f.is_key && !self.gop.is_empty() {
@@ -159,6 +162,7 @@ impl Recorder {
                     .expect("spool task panicked");
             match created {
                 Ok(file) => {
+                    self.hub.stats.open_segment_start_us.store(start, Ordering::Relaxed);
                     self.open = Some(Open { file, params: key.params.clone(), start_ts: key.ts_90k });
                     self.next_start = Some(start);
                 }
@@ -201,6 +205,7 @@ impl Recorder {
     /// Closes the open segment; `end_ts` is the RTP time where it ends.
     async fn close_segment(&mut self, end_ts: i64, drift: Option<i64>) {
         let Some(open) = self.open.take() else { return };
+        self.hub.stats.open_segment_start_us.store(0, Ordering::Relaxed);
         let start = open.file.start_us();
         let rtp_elapsed = ticks_to_us(end_ts - open.start_ts).max(ticks_to_us(open.file.duration_90k() as i64));
         let drift = drift.unwrap_or(0);
