@@ -11,9 +11,8 @@ echo "==> building Cradle (release; the first build takes a few minutes)"
 cargo build --release --locked
 echo
 echo "==> starting the demo centre with $config"
-echo "    open http://127.0.0.1:8080/            recording status, last hour per camera"
-echo "         http://127.0.0.1:8080/api/v1/cameras   cameras as JSON"
+echo "    open http://127.0.0.1:8080/            sign in (demo accounts below, also in ./data/demo-accounts.json)"
 echo "         http://127.0.0.1:8080/metrics          Prometheus metrics"
 echo "    footage: ./data/footage   index: ./data/cradle.db   stop: Ctrl-C (closes the segment in progress)"
 echo
-exec ./target/release/cradle serve --config "$config"
+exec ./target/release/cradle serve --demo --config "$config"

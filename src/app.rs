@@ -70,6 +70,14 @@ impl App {
         Ok(App { config, listener, camsim_listener, db, storage, recovered })
     }
 
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("bound listener has an address")
     }
@@ -154,6 +162,7 @@ impl App {
             spool: spool_stats,
             storage_description: storage.description.clone(),
             started_us: started,
+            auth: api::auth::shared(&config),
         };
         info!(
             "Cradle listening on http://{} — {} cameras, storage {}, database {}",
@@ -164,7 +173,7 @@ impl App {
         );
         let token = shutdown.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, api::router(state))
+            axum::serve(listener, api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
                 .with_graceful_shutdown(async move { token.cancelled().await })
                 .await
         });

@@ -118,6 +118,35 @@ pub struct Config {
     pub spool: SpoolConfig,
     pub cameras: Vec<CameraConfig>,
     pub demo: Option<DemoConfig>,
+    pub auth: AuthConfig,
+    /// The address users reach Cradle at (behind a TLS proxy: `https://…`). Session
+    /// cookies are marked `Secure` when it is https.
+    pub public_url: Option<Url>,
+}
+
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// A session ends this long after login, whatever happens.
+    pub session_lifetime: Duration,
+    /// A session ends after this long without a request.
+    pub idle_timeout: Duration,
+    /// Failed logins for one account within `failure_window` before it is throttled.
+    pub max_failures_per_account: u32,
+    /// Failed logins from one address within `failure_window` before it is throttled.
+    pub max_failures_per_addr: u32,
+    pub failure_window: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            session_lifetime: Duration::from_secs(12 * 3600),
+            idle_timeout: Duration::from_secs(2 * 3600),
+            max_failures_per_account: 5,
+            max_failures_per_addr: 20,
+            failure_window: Duration::from_secs(15 * 60),
+        }
+    }
 }
 
 // ---- the file as written -------------------------------------------------------------------
@@ -133,6 +162,17 @@ struct RawConfig {
     #[serde(default)]
     cameras: Vec<RawCamera>,
     demo: Option<RawDemo>,
+    auth: Option<RawAuth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    session_minutes: Option<u64>,
+    idle_minutes: Option<u64>,
+    max_failures_per_account: Option<u32>,
+    max_failures_per_addr: Option<u32>,
+    failure_window_minutes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +180,7 @@ struct RawConfig {
 struct RawServer {
     listen: Option<String>,
     data_dir: Option<String>,
+    public_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -227,6 +268,16 @@ impl Config {
             .parse()
             .map_err(|e| err("server.listen", format!("{listen_s:?} is not an address:port ({e})")))?;
         let data_dir = PathBuf::from(raw.server.data_dir.unwrap_or_else(|| "./data".into()));
+        let public_url = raw
+            .server
+            .public_url
+            .map(|u| match Url::parse(&u) {
+                Ok(url) if url.scheme() == "http" || url.scheme() == "https" => Ok(url),
+                Ok(_) => Err(err("server.public_url", format!("{u:?} must be an http:// or https:// URL"))),
+                Err(e) => Err(err("server.public_url", format!("{u:?} is not a URL ({e})"))),
+            })
+            .transpose()?;
+        let auth = parse_auth(raw.auth, &err)?;
 
         let database_url = match raw.database {
             Some(db) => expand_env(&db.url).map_err(|r| err("database.url", r))?,
@@ -338,6 +389,8 @@ impl Config {
             .transpose()?;
 
         Ok(Config {
+            auth,
+            public_url,
             path: path.to_owned(),
             listen,
             data_dir,
@@ -364,6 +417,35 @@ fn parse_rtsp(s: &str) -> Result<Url, String> {
         return Err("put credentials in username/password (or ${ENV} references), not in the URL".into());
     }
     Ok(url)
+}
+
+fn parse_auth(raw: Option<RawAuth>, err: &dyn Fn(&str, String) -> ConfigError) -> Result<AuthConfig, ConfigError> {
+    let d = AuthConfig::default();
+    let Some(a) = raw else { return Ok(d) };
+    let in_range = |key: &str, v: u64, lo: u64, hi: u64| {
+        if (lo..=hi).contains(&v) {
+            Ok(v)
+        } else {
+            Err(err(key, format!("{v} is outside {lo}..={hi}")))
+        }
+    };
+    let mut c = d;
+    if let Some(m) = a.session_minutes {
+        c.session_lifetime = Duration::from_secs(in_range("auth.session_minutes", m, 1, 30 * 24 * 60)? * 60);
+    }
+    if let Some(m) = a.idle_minutes {
+        c.idle_timeout = Duration::from_secs(in_range("auth.idle_minutes", m, 1, 24 * 60)? * 60);
+    }
+    if let Some(n) = a.max_failures_per_account {
+        c.max_failures_per_account = in_range("auth.max_failures_per_account", n.into(), 1, 1000)? as u32;
+    }
+    if let Some(n) = a.max_failures_per_addr {
+        c.max_failures_per_addr = in_range("auth.max_failures_per_addr", n.into(), 1, 100_000)? as u32;
+    }
+    if let Some(m) = a.failure_window_minutes {
+        c.failure_window = Duration::from_secs(in_range("auth.failure_window_minutes", m, 1, 24 * 60)? * 60);
+    }
+    Ok(c)
 }
 
 /// Replaces every `${NAME}` with the environment variable NAME, so secrets can stay

@@ -7,9 +7,13 @@
 
 pub mod api;
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod camsim;
+pub mod centre;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod gaps;
 pub mod hub;
 pub mod ingest;

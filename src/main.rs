@@ -24,6 +24,20 @@ enum Command {
     Serve {
         #[arg(long, env = "CRADLE_CONFIG")]
         config: PathBuf,
+        /// Seed a demo centre and one account per role with generated passwords (printed,
+        /// and written to DATA_DIR/demo-accounts.json). Never use it in production.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Check the audit log's hash chain.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
+    /// Manage accounts (for bootstrap and scripts; the admin page does the same).
+    User {
+        #[command(subcommand)]
+        cmd: UserCmd,
     },
     /// Validate a configuration file without starting (exit 0, or 2 with the reason).
     CheckConfig {
@@ -45,6 +59,44 @@ enum Command {
         username: Option<String>,
         #[arg(long, env = "CRADLE_CAMSIM_PASSWORD")]
         password: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Exit 0 when the chain is intact (prints its length and head hash), 1 naming the
+    /// first bad entry when a row was edited, removed or reordered.
+    Verify {
+        #[arg(long, env = "CRADLE_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Create an account; the password is read from standard input (first line).
+    Add {
+        #[arg(long, env = "CRADLE_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        username: String,
+        /// admin, operator, parent, investigator, regulator or committee.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// Set a new password (read from standard input) and end the account's sessions.
+    SetPassword {
+        #[arg(long, env = "CRADLE_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        username: String,
+    },
+    /// List accounts.
+    List {
+        #[arg(long, env = "CRADLE_CONFIG")]
+        config: PathBuf,
     },
 }
 
@@ -82,7 +134,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             println!(
-                "{}: OK — {} cameras, listen {}, database {}, storage {}",
+                "{}: OK — {} camera(s), listen {}, database {}, storage {}",
                 config.display(),
                 c.cameras.len(),
                 c.listen,
@@ -91,12 +143,17 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve { config } => {
+        Command::Serve { config, demo } => {
             let c = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
+            let data_dir = c.data_dir.clone();
             let app = App::build(c).await?;
+            if demo {
+                let accounts = cradle::demo::seed(app.db(), app.config()).await?;
+                cradle::demo::announce(&accounts, &data_dir)?;
+            }
             let shutdown = CancellationToken::new();
             tokio::spawn(on_signal(shutdown.clone()));
             app.run_until_stopped(shutdown).await?;
@@ -115,6 +172,26 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             }
             println!("reindex: {} objects, {} segments indexed, {} skipped", r.objects, r.indexed, r.skipped.len());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::User { cmd } => user_command(cmd).await,
+        Command::Audit { cmd: AuditCmd::Verify { config } } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let db = cradle::db::Db::connect(&c.database_url).await?;
+            let verdict = cradle::audit::verify(&db).await?;
+            db.close().await;
+            Ok(match verdict {
+                cradle::audit::Verdict::Intact { entries, head } => {
+                    println!("audit log intact: {entries} entries, head {head}");
+                    ExitCode::SUCCESS
+                }
+                cradle::audit::Verdict::Broken { seq, id, reason } => {
+                    eprintln!("audit log BROKEN at entry seq {seq} (row id {id}): {reason}");
+                    ExitCode::from(1)
+                }
+            })
         }
         Command::Camsim { listen, streams, username, password } => {
             let l = tokio::net::TcpListener::bind(listen).await?;
@@ -136,6 +213,89 @@ async fn on_signal(token: CancellationToken) {
         _ = int.recv() => info!("SIGINT"),
     }
     token.cancel();
+}
+
+async fn user_command(cmd: UserCmd) -> anyhow::Result<ExitCode> {
+    use cradle::api::auth::{create_account, CreateError};
+    let config = match &cmd {
+        UserCmd::Add { config, .. } | UserCmd::SetPassword { config, .. } | UserCmd::List { config } => config,
+    };
+    let c = match load(config) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    let db = cradle::db::Db::connect(&c.database_url).await?;
+    let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+    let code = match cmd {
+        UserCmd::Add { username, role, display_name, .. } => {
+            let pw = read_password()?;
+            match create_account(&db, &username, display_name.as_deref(), &role, pw).await {
+                Ok(u) => {
+                    cli_audit(&db, &actor, cradle::audit::Action::AccountCreated, &u.username, serde_json::json!({ "role": u.role })).await?;
+                    println!("created account {:?} with role {}", u.username, u.role);
+                    ExitCode::SUCCESS
+                }
+                Err(CreateError::Db(e)) => return Err(e.into()),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        UserCmd::SetPassword { username, .. } => {
+            let Some(u) = db.user_by_name(&username).await? else {
+                eprintln!("error: no account {username:?}");
+                return Ok(ExitCode::from(2));
+            };
+            let pw = read_password()?;
+            if let Err(e) = cradle::auth::check_password(&pw) {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(2));
+            }
+            let hash = tokio::task::spawn_blocking(move || cradle::auth::hash_password(&pw)).await?;
+            let ended = db.set_password(u.id, &hash, cradle::time::now_us(), None).await?;
+            cli_audit(&db, &actor, cradle::audit::Action::PasswordChanged, &u.username, serde_json::json!({ "sessions_ended": ended })).await?;
+            println!("password of {:?} changed; {ended} session(s) ended", u.username);
+            ExitCode::SUCCESS
+        }
+        UserCmd::List { .. } => {
+            for u in db.list_users().await? {
+                let state = if u.disabled_at_us.is_some() { "disabled" } else { "active" };
+                println!("{:<24} {:<13} {:<8} {}", u.username, u.role, state, u.display_name);
+            }
+            ExitCode::SUCCESS
+        }
+    };
+    db.close().await;
+    Ok(code)
+}
+
+async fn cli_audit(
+    db: &cradle::db::Db,
+    actor: &str,
+    action: cradle::audit::Action,
+    target: &str,
+    detail: serde_json::Value,
+) -> anyhow::Result<()> {
+    let entry = cradle::audit::NewEntry {
+        actor: Some(actor.to_owned()),
+        actor_role: Some("cli".into()),
+        action,
+        target: Some(target.to_owned()),
+        addr: None,
+        detail,
+    };
+    cradle::audit::append(db, entry).await?;
+    Ok(())
+}
+
+/// The first line of standard input, without its line ending.
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let pw = line.trim_end_matches(['\n', '\r']).to_owned();
+    anyhow::ensure!(!pw.is_empty(), "no password on standard input");
+    Ok(pw)
 }
 
 /// Hides a password in a database URL before printing it.

@@ -6,7 +6,9 @@
 //! camera sort by start time, and each object carries its own codec parameters and
 //! Cradle metadata (see `record::fmp4`).
 
-use std::path::PathBuf;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,9 +36,8 @@ pub enum StorageError {
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
-    /// For a local directory: its path, so a put can be fsynced (object_store's local
-    /// store renames into place but does not fsync; a power cut must not eat a segment
-    /// whose spool copy we already deleted).
+    /// For a local directory: its path. Puts bypass object_store there: they hard-link
+    /// (or copy) the spool file and fsync, which object_store's local store does not.
     local_root: Option<PathBuf>,
     pub description: String,
 }
@@ -108,22 +109,28 @@ impl Storage {
         Ok(Storage { store, local_root: None, description })
     }
 
-    /// Stores an object durably: when this returns Ok, the bytes survive a crash of this
-    /// process and (for a local directory) a power cut.
-    pub async fn put(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
-        self.store.put(&ObjPath::from(key), PutPayload::from(data)).await?;
+    /// Stores the finished spool file `path` as object `key`, durably: when this returns
+    /// Ok, the object survives a crash of this process and (for a local directory) a
+    /// power cut, and the spool copy may be deleted.
+    ///
+    /// A local directory on the spool's filesystem gets a hard link (no bytes copied: a
+    /// segment is written once, by the recorder); elsewhere the file is copied in the
+    /// kernel. S3 uploads the file memory-mapped, so a 30 MB segment never sits on the
+    /// heap. Storing the same segment twice (a crash between upload and index) is a no-op.
+    pub async fn put_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
         if let Some(root) = &self.local_root {
-            let path = root.join(key);
-            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                std::fs::File::open(&path)?.sync_all()?;
-                if let Some(parent) = path.parent() {
-                    std::fs::File::open(parent)?.sync_all()?;
-                }
-                Ok(())
-            })
-            .await
-            .expect("fsync task panicked")?;
+            let (dst, src) = (root.join(key), path.to_owned());
+            return tokio::task::spawn_blocking(move || link_or_copy(&src, &dst))
+                .await
+                .expect("local store task panicked")
+                .map_err(StorageError::Io);
         }
+        let file = std::fs::File::open(path)?;
+        // SAFETY: a finished spool file is never written again (the recorder renamed it
+        // from `.partial` after its last write, and recovery only truncates `.partial`
+        // files before the uploader starts), so the mapping cannot change under us.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        self.store.put(&ObjPath::from(key), PutPayload::from(Bytes::from_owner(map))).await?;
         Ok(())
     }
 
@@ -144,6 +151,48 @@ impl Storage {
         s.try_next().await?;
         Ok(())
     }
+}
+
+/// Puts `src` at `dst` in a local store: a hard link when both are on one filesystem,
+/// else a copy through a temporary name. New directories and the entry are fsynced.
+fn link_or_copy(src: &Path, dst: &Path) -> io::Result<()> {
+    let dir = dst.parent().expect("object path has a parent");
+    if !dir.is_dir() {
+        fs::create_dir_all(dir)?;
+        // The new day directory (and a new camera directory) must survive a power cut.
+        for d in dir.ancestors().skip(1).take(2) {
+            fs::File::open(d)?.sync_all()?;
+        }
+    }
+    match fs::hard_link(src, dst) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return already_stored(src, dst),
+        // Another filesystem (EXDEV), or one without hard links: copy.
+        Err(_) => {
+            let tmp = dir.join(format!(".{}.tmp", dst.file_name().expect("object has a name").to_string_lossy()));
+            fs::copy(src, &tmp)?;
+            fs::File::open(&tmp)?.sync_all()?;
+            if dst.exists() {
+                fs::remove_file(&tmp)?;
+                return already_stored(src, dst);
+            }
+            fs::rename(&tmp, dst)?;
+        }
+    }
+    fs::File::open(dir)?.sync_all()
+}
+
+/// `dst` exists: fine when it is this segment (a repeated upload), an error otherwise —
+/// stored footage is never overwritten.
+fn already_stored(src: &Path, dst: &Path) -> io::Result<()> {
+    let (a, b) = (fs::metadata(src)?, fs::metadata(dst)?);
+    if a.len() == b.len() {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("{} already exists with {} bytes (this segment has {}); not overwriting stored footage", dst.display(), b.len(), a.len()),
+    ))
 }
 
 /// `CAMERA/YYYY-MM-DD/CAMERA_YYYYMMDDTHHMMSS.ffffffZ.mp4`: camera first so a camera's

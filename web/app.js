@@ -36,9 +36,31 @@ async function timeline(cam) {
   return bar;
 }
 
+async function whoami() {
+  const r = await fetch("/api/v1/me");
+  if (r.status === 401) {
+    location.href = `/login?next=${encodeURIComponent(location.pathname)}`;
+    return null;
+  }
+  const me = await r.json();
+  sessionStorage.setItem("csrf", me.csrf_token);
+  document.getElementById("who").textContent = `${me.display_name} (${me.role})`;
+  return me;
+}
+
+async function logout() {
+  await fetch("/api/v1/logout", { method: "POST", headers: { "X-CSRF-Token": sessionStorage.getItem("csrf") || "" } });
+  location.href = "/login";
+}
+
 async function refresh() {
   try {
     const [camsR, statusR] = await Promise.all([fetch("/api/v1/cameras"), fetch("/api/v1/status")]);
+    if (camsR.status === 401) return whoami();
+    if (!statusR.ok) {
+      document.getElementById("summary").textContent = "This page shows the recording status to staff and the regulator.";
+      return;
+    }
     const { cameras } = await camsR.json();
     const status = await statusR.json();
     const rec = cameras.filter((c) => c.state === "recording").length;
@@ -76,5 +98,9 @@ async function refresh() {
   }
 }
 
-refresh();
-setInterval(refresh, 5000);
+document.getElementById("logout").addEventListener("click", logout);
+whoami().then((me) => {
+  if (!me) return;
+  refresh();
+  setInterval(refresh, 5000);
+});

@@ -2,8 +2,10 @@
 //! the static web pages. It reads the pipeline's state (hubs, spool statistics, the
 //! index); the pipeline never knows HTTP.
 //!
-//! Until accounts exist the server listens on localhost by default (see README).
+//! Every `/api/v1` route except login takes an `auth::Auth<Policy>` extractor: the
+//! policy names the roles allowed, so a handler cannot forget to check.
 
+pub mod auth;
 mod error;
 mod metrics;
 
@@ -14,7 +16,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
-use axum::routing::get;
+use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +26,8 @@ use crate::gaps::find_gaps;
 use crate::hub::{CameraHub, CameraState};
 use crate::record::uploader::SpoolStats;
 use crate::time::{format_rfc3339, now_us, parse_rfc3339, ticks_to_us};
+use crate::auth::Role;
+use auth::{AnyRole, AuditReaders, Auth, AuthState, RecordingReaders, StatusReaders};
 pub use error::ApiError;
 
 type Result<T> = std::result::Result<T, ApiError>;
@@ -35,6 +39,7 @@ pub struct AppState {
     pub spool: Arc<SpoolStats>,
     pub storage_description: String,
     pub started_us: i64,
+    pub auth: Arc<AuthState>,
 }
 
 impl AppState {
@@ -48,8 +53,17 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/app.js", get(app_js))
+        .route("/login", get(login_page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
+        .route("/api/v1/login", post(auth::login))
+        .route("/api/v1/logout", post(auth::logout))
+        .route("/api/v1/me", get(auth::me))
+        .route("/api/v1/me/password", post(auth::change_password))
+        .route("/api/v1/users", get(auth::list_users).post(auth::create_user))
+        .route("/api/v1/users/{username}", patch(auth::update_user))
+        .route("/api/v1/users/{username}/revoke-sessions", post(auth::revoke_sessions))
+        .route("/api/v1/audit", get(audit_log))
         .route("/api/v1/status", get(status))
         .route("/api/v1/cameras", get(list_cameras))
         .route("/api/v1/cameras/{id}", get(get_camera))
@@ -60,6 +74,10 @@ pub fn router(state: AppState) -> Router {
 
 async fn index() -> Html<&'static str> {
     Html(include_str!("../../web/index.html"))
+}
+
+async fn login_page() -> Html<&'static str> {
+    Html(include_str!("../../web/login.html"))
 }
 
 async fn app_js() -> impl IntoResponse {
@@ -115,20 +133,43 @@ async fn camera_view(app: &AppState, h: &CameraHub) -> Result<CameraView> {
     })
 }
 
-async fn list_cameras(State(app): State<AppState>) -> Result<Json<serde_json::Value>> {
-    let mut cams = Vec::with_capacity(app.hubs.len());
-    for h in app.hubs.iter() {
+/// The cameras the caller may know about: all of them for staff and the regulator,
+/// for a parent only the viewable cameras of their children's classrooms.
+async fn visible_cameras(app: &AppState, p: &crate::auth::Principal) -> Result<Vec<Arc<CameraHub>>> {
+    match p.role {
+        Role::Admin | Role::Operator | Role::Regulator | Role::Investigator => Ok(app.hubs.iter().cloned().collect()),
+        Role::Parent => {
+            let allowed = app.db.cameras_viewable_by_guardian(&p.username).await.map_err(|e| ApiError::Internal(e.into()))?;
+            Ok(app.hubs.iter().filter(|h| allowed.iter().any(|c| c.as_str() == h.id().as_str())).cloned().collect())
+        }
+        Role::Committee => Err(ApiError::Forbidden("the committee role reads the viewing audit, not cameras".into())),
+    }
+}
+
+async fn list_cameras(State(app): State<AppState>, Auth(p, _): Auth<AnyRole>) -> Result<Json<serde_json::Value>> {
+    let visible = visible_cameras(&app, &p).await?;
+    let mut cams = Vec::with_capacity(visible.len());
+    for h in &visible {
         cams.push(camera_view(&app, h).await?);
     }
     Ok(Json(serde_json::json!({ "cameras": cams })))
 }
 
-async fn get_camera(State(app): State<AppState>, Path(id): Path<String>) -> Result<Json<CameraView>> {
+async fn get_camera(
+    State(app): State<AppState>,
+    Auth(p, _): Auth<AnyRole>,
+    Path(id): Path<String>,
+) -> Result<Json<CameraView>> {
     let h = app.hub(&id)?;
+    if !visible_cameras(&app, &p).await?.iter().any(|v| v.id() == h.id()) {
+        return Err(ApiError::Forbidden(format!(
+            "camera {id:?} is not in a classroom of your children, or is not open to parents"
+        )));
+    }
     Ok(Json(camera_view(&app, h).await?))
 }
 
-async fn status(State(app): State<AppState>) -> Result<Json<serde_json::Value>> {
+async fn status(State(app): State<AppState>, _: Auth<StatusReaders>) -> Result<Json<serde_json::Value>> {
     let per_camera: Vec<_> = app
         .db
         .spooled_by_camera()
@@ -157,6 +198,37 @@ async fn status(State(app): State<AppState>) -> Result<Json<serde_json::Value>> 
 }
 
 #[derive(Deserialize)]
+struct AuditParams {
+    from: Option<String>,
+    to: Option<String>,
+    actor: Option<String>,
+    action: Option<String>,
+    before_seq: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// The audit log, newest first (page with `before_seq`). The committee sees only who
+/// watched what (viewing entries).
+async fn audit_log(
+    State(app): State<AppState>,
+    Auth(p, _): Auth<AuditReaders>,
+    Query(q): Query<AuditParams>,
+) -> Result<Json<serde_json::Value>> {
+    let parse = |s: &Option<String>| s.as_deref().map(parse_rfc3339).transpose().map_err(ApiError::BadRequest);
+    let query = crate::audit::AuditQuery {
+        from_us: parse(&q.from)?,
+        to_us: parse(&q.to)?,
+        actor: q.actor,
+        action: q.action,
+        before_seq: q.before_seq,
+        limit: q.limit,
+        viewing_only: p.role == Role::Committee,
+    };
+    let entries = crate::audit::list(&app.db, &query).await?;
+    Ok(Json(serde_json::json!({ "entries": entries, "viewing_only": query.viewing_only })))
+}
+
+#[derive(Deserialize)]
 struct RangeQuery {
     start: Option<String>,
     end: Option<String>,
@@ -167,6 +239,7 @@ const MAX_RANGE_US: i64 = 7 * 86_400 * 1_000_000;
 
 async fn recordings(
     State(app): State<AppState>,
+    _: Auth<RecordingReaders>,
     Path(id): Path<String>,
     Query(q): Query<RangeQuery>,
 ) -> Result<Json<serde_json::Value>> {

@@ -14,6 +14,10 @@ use sqlx::{AnyPool, Row};
 
 use crate::time::WallUs;
 
+pub mod accounts;
+pub mod audit;
+pub mod centre;
+
 static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static MIGRATE_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 

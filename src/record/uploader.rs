@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -21,8 +20,8 @@ use crate::db::Db;
 use crate::storage::Storage;
 use crate::time::now_us;
 
-/// Uploads in flight at once: enough to hide S3 latency, few enough to keep memory
-/// bounded (each holds one segment, ~30 MB for a minute at 4 Mbit/s).
+/// Uploads in flight at once: enough to hide S3 latency, few enough not to flood the
+/// link (each maps one segment, ~30 MB for a minute at 4 Mbit/s).
 const CONCURRENCY: usize = 4;
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(15);
@@ -152,11 +151,10 @@ impl Uploader {
 }
 
 async fn upload_one(storage: &Storage, db: &Db, seg: &SpooledSegment) -> Result<Duration, String> {
-    let path = seg.path.clone();
-    let data = tokio::fs::read(&path).await.map_err(|e| format!("reading spool file {}: {e}", path.display()))?;
+    let path = &seg.path;
     let started = Instant::now();
     storage
-        .put(&seg.row.object_key, Bytes::from(data))
+        .put_file(&seg.row.object_key, path)
         .await
         .map_err(|e| format!("uploading {} to {}: {e}", seg.row.object_key, storage.description))?;
     let latency = started.elapsed();

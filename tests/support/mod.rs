@@ -23,7 +23,11 @@ pub fn env_required(name: &str) -> String {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut f: F)
@@ -55,9 +59,14 @@ pub async fn fresh_database(backend: Backend, dir: &Path) -> String {
             use sqlx::Connection;
             let base = env_required("CRADLE_TEST_PG_URL");
             let name = format!("cradle_t{}_{}", std::process::id(), rand::random::<u32>());
-            let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to test PostgreSQL");
+            let mut conn = sqlx::PgConnection::connect(&base)
+                .await
+                .expect("connect to test PostgreSQL");
             // `name` is made here from digits only, never from input.
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .unwrap();
             let (prefix, _) = base.rsplit_once('/').unwrap();
             format!("{prefix}/{name}")
         }
@@ -85,7 +94,12 @@ pub struct CameraSpec {
 
 impl CameraSpec {
     pub fn new(id: &str, url: &str) -> Self {
-        CameraSpec { id: id.into(), url: url.into(), username: None, password: None }
+        CameraSpec {
+            id: id.into(),
+            url: url.into(),
+            username: None,
+            password: None,
+        }
     }
     pub fn creds(mut self, u: &str, p: &str) -> Self {
         self.username = Some(u.into());
@@ -145,9 +159,46 @@ impl ServerSpec {
         path
     }
 
+    /// Creates an account through `cradle user add` (the password on standard input).
+    pub fn add_user(&self, username: &str, role: &str, password: &str) -> std::process::Output {
+        use std::io::Write;
+        let config = self.write_config();
+        let mut child = Command::new(BIN)
+            .args(["user", "add", "--config"])
+            .arg(&config)
+            .args(["--username", username, "--role", role])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run cradle user add");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     pub async fn start(&self) -> Server {
         let config = self.write_config();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join("cradle.log")).unwrap();
+        // The tests read the API as an admin; the account is made once per spec.
+        let marker = self.dir.join(".test-admin-created");
+        if !marker.exists() {
+            let out = self.add_user(TEST_ADMIN, "admin", TEST_ADMIN_PASSWORD);
+            assert!(
+                out.status.success(),
+                "cradle user add failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::fs::write(&marker, b"").unwrap();
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("cradle.log"))
+            .unwrap();
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&config)
@@ -156,7 +207,12 @@ impl ServerSpec {
             .stderr(log)
             .spawn()
             .expect("start cradle");
-        let server = Server { child: Some(child), base: format!("http://127.0.0.1:{}", self.port), dir: self.dir.clone() };
+        let mut server = Server {
+            child: Some(child),
+            base: format!("http://127.0.0.1:{}", self.port),
+            dir: self.dir.clone(),
+            token: String::new(),
+        };
         let client = reqwest::Client::new();
         let url = format!("{}/healthz", server.base);
         let start = Instant::now();
@@ -171,14 +227,20 @@ impl ServerSpec {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        server.token = server.login(TEST_ADMIN, TEST_ADMIN_PASSWORD).await;
         server
     }
 }
+
+pub const TEST_ADMIN: &str = "test-admin";
+pub const TEST_ADMIN_PASSWORD: &str = "test-admin-password";
 
 pub struct Server {
     child: Option<Child>,
     pub base: String,
     pub dir: PathBuf,
+    /// The test admin's session token, sent as Bearer by `get`.
+    pub token: String,
 }
 
 impl Server {
@@ -186,14 +248,44 @@ impl Server {
         std::fs::read_to_string(self.dir.join("cradle.log")).unwrap_or_default()
     }
 
+    /// Signs in and returns the session token.
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let r = reqwest::Client::new()
+            .post(format!("{}/api/v1/login", self.base))
+            .json(&serde_json::json!({ "username": username, "password": password }))
+            .send()
+            .await
+            .expect("POST /api/v1/login");
+        assert!(
+            r.status().is_success(),
+            "login as {username}: {}",
+            r.status()
+        );
+        let v: Value = r.json().await.unwrap();
+        v["token"]
+            .as_str()
+            .expect("token in login answer")
+            .to_owned()
+    }
+
     pub async fn get(&self, path: &str) -> Value {
-        let r = reqwest::get(format!("{}{path}", self.base)).await.expect("GET");
+        let r = reqwest::Client::new()
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET");
         assert!(r.status().is_success(), "GET {path}: {}", r.status());
         r.json().await.unwrap()
     }
 
     pub async fn get_text(&self, path: &str) -> String {
-        reqwest::get(format!("{}{path}", self.base)).await.unwrap().text().await.unwrap()
+        reqwest::get(format!("{}{path}", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn camera(&self, id: &str) -> Value {
@@ -209,7 +301,10 @@ impl Server {
 
     /// Recordings of a camera from `start` (RFC 3339) to now.
     pub async fn recordings(&self, id: &str, start: &str, end: &str) -> Value {
-        self.get(&format!("/api/v1/cameras/{id}/recordings?start={start}&end={end}")).await
+        self.get(&format!(
+            "/api/v1/cameras/{id}/recordings?start={start}&end={end}"
+        ))
+        .await
     }
 
     pub async fn status(&self) -> Value {
@@ -223,7 +318,11 @@ impl Server {
         unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
         loop {
             if let Some(status) = child.try_wait().unwrap() {
-                assert!(status.success(), "cradle exited with {status}; log:\n{}", self.log());
+                assert!(
+                    status.success(),
+                    "cradle exited with {status}; log:\n{}",
+                    self.log()
+                );
                 return start.elapsed();
             }
             if start.elapsed() > Duration::from_secs(60) {
@@ -270,7 +369,9 @@ impl Drop for Proc {
 
 async fn wait_port(port: u16, what: &str) {
     wait_until(what, Duration::from_secs(20), || async move {
-        tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
     })
     .await
 }
@@ -279,7 +380,13 @@ async fn wait_port(port: u16, what: &str) {
 /// can kill the "camera" without touching the recorder).
 pub async fn camsim(port: u16, streams: usize) -> Proc {
     let child = Command::new(BIN)
-        .args(["camsim", "--listen", &format!("127.0.0.1:{port}"), "--streams", &streams.to_string()])
+        .args([
+            "camsim",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--streams",
+            &streams.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -294,7 +401,16 @@ pub async fn gst_camera(port: u16, user: &str, password: &str, extra: &[&str]) -
     let script = env_required("CRADLE_TEST_GST_CAMERA");
     let child = Command::new("/usr/bin/python3")
         .arg(script)
-        .args(["--port", &port.to_string(), "--mount", "/cam", "--user", user, "--password", password])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--mount",
+            "/cam",
+            "--user",
+            user,
+            "--password",
+            password,
+        ])
         .args(["--auth", "digest"])
         .args(extra)
         .stdout(Stdio::null())
@@ -321,24 +437,44 @@ impl OwnGarage {
             .arg(script)
             .arg("start")
             .arg(dir)
-            .args([ports.0.to_string(), ports.1.to_string(), ports.2.to_string()])
+            .args([
+                ports.0.to_string(),
+                ports.1.to_string(),
+                ports.2.to_string(),
+            ])
             .output()
             .expect("run garage.sh");
-        assert!(out.status.success(), "garage.sh start failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "garage.sh start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut env = std::collections::HashMap::new();
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             if let Some(kv) = line.strip_prefix("export ") {
                 if let Some((k, v)) = kv.split_once('=') {
-                    env.insert(k.to_owned(), v.trim_matches(|c| c == '"' || c == '\'').to_owned());
+                    env.insert(
+                        k.to_owned(),
+                        v.trim_matches(|c| c == '"' || c == '\'').to_owned(),
+                    );
                 }
             }
         }
-        OwnGarage { dir: dir.to_owned(), ports, env }
+        OwnGarage {
+            dir: dir.to_owned(),
+            ports,
+            env,
+        }
     }
 
     pub fn stop(&self) {
         let script = env_required("CRADLE_TEST_GARAGE_SH");
-        let st = Command::new("bash").arg(script).arg("stop").arg(&self.dir).status().unwrap();
+        let st = Command::new("bash")
+            .arg(script)
+            .arg("stop")
+            .arg(&self.dir)
+            .status()
+            .unwrap();
         assert!(st.success());
     }
 
@@ -357,7 +493,11 @@ impl OwnGarage {
 impl Drop for OwnGarage {
     fn drop(&mut self) {
         if let Ok(script) = std::env::var("CRADLE_TEST_GARAGE_SH") {
-            let _ = Command::new("bash").arg(script).arg("stop").arg(&self.dir).output();
+            let _ = Command::new("bash")
+                .arg(script)
+                .arg("stop")
+                .arg(&self.dir)
+                .output();
         }
     }
 }
@@ -373,17 +513,31 @@ pub fn open_storage(spec: &ServerSpec) -> cradle::storage::Storage {
 pub fn ffprobe(path: &Path) -> (String, u64, f64) {
     let out = Command::new("ffprobe")
         .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
-        .args(["-show_entries", "stream=codec_name,nb_read_frames:format=duration", "-of", "json"])
+        .args([
+            "-show_entries",
+            "stream=codec_name,nb_read_frames:format=duration",
+            "-of",
+            "json",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe (install ffmpeg)");
-    assert!(out.status.success(), "ffprobe failed on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe failed on {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let s = &v["streams"][0];
     (
         s["codec_name"].as_str().unwrap_or("").to_owned(),
         s["nb_read_frames"].as_str().unwrap_or("0").parse().unwrap(),
-        v["format"]["duration"].as_str().unwrap_or("0").parse().unwrap(),
+        v["format"]["duration"]
+            .as_str()
+            .unwrap_or("0")
+            .parse()
+            .unwrap(),
     )
 }
 
