@@ -24,7 +24,7 @@
 #                                 the shared Garage (do not stop it from a
 #                                 test: tests run in parallel; start your own
 #                                 under CRADLE_TEST_TMPDIR instead)
-#   4. cargo test --locked [ARGS] -- --test-threads=${CRADLE_TEST_THREADS:-2}
+#   4. cargo test --locked --no-fail-fast [ARGS] -- --test-threads=${CRADLE_TEST_THREADS:-2}
 #   5. on any exit: stop Garage and PostgreSQL, delete the temp dir
 #      (kept if CRADLE_TEST_KEEP_TMP=1).
 # The exit code is cargo's.
@@ -187,7 +187,7 @@ main() {
             test_args+=("$a")
         fi
     done
-    local cmd=(cargo test --locked "${cargo_args[@]}" -- --test-threads="${CRADLE_TEST_THREADS:-2}" "${test_args[@]}")
+    local cmd=(cargo test --locked --no-fail-fast "${cargo_args[@]}" -- --test-threads="${CRADLE_TEST_THREADS:-2}" "${test_args[@]}")
 
     section "Running: ${cmd[*]}"
     # In the background, in its own process group (setsid; it execs in place

@@ -86,6 +86,7 @@ impl App {
         let App { config, listener, camsim_listener, db, storage, recovered } = self;
         let run_id = format!("{}-{}", now_us(), std::process::id());
         let started = now_us();
+        audit_config_change(&db, &config).await.context("auditing the configuration")?;
         for (dead, alive) in db.begin_server_run(&run_id, started).await? {
             let detail = format!(
                 "server run {dead} ended without a clean stop (crash, kill -9 or power loss); last alive {}",
@@ -193,4 +194,37 @@ impl App {
         info!("stopped");
         Ok(())
     }
+}
+
+/// Appends a `config_changed` audit entry when the configuration file differs from the
+/// one the previous run started with (by SHA-256 of its text): the config decides what
+/// is recorded, so a change to it is an event a regulator may ask about. The entry holds
+/// the hash, the camera ids and the storage URL — never the text (it may hold secrets).
+async fn audit_config_change(db: &Db, config: &Config) -> anyhow::Result<()> {
+    use sha2::{Digest, Sha256};
+    let text = std::fs::read(&config.path).with_context(|| format!("reading {}", config.path.display()))?;
+    let sha = hex::encode(Sha256::digest(&text));
+    let q = crate::audit::AuditQuery { action: Some("config_changed".into()), limit: Some(1), ..Default::default() };
+    let last = crate::audit::list(db, &q).await?;
+    let previous = last.first().and_then(|e| e.detail["sha256"].as_str().map(str::to_owned));
+    if previous.as_deref() == Some(sha.as_str()) {
+        return Ok(());
+    }
+    let cameras: Vec<&str> = config.cameras.iter().map(|c| c.id.as_str()).collect();
+    let entry = crate::audit::NewEntry {
+        actor: Some("system".into()),
+        actor_role: None,
+        action: crate::audit::Action::ConfigChanged,
+        target: Some(config.path.display().to_string()),
+        addr: None,
+        detail: serde_json::json!({
+            "sha256": sha,
+            "previous_sha256": previous,
+            "cameras": cameras,
+            "storage": config.storage.url,
+        }),
+    };
+    crate::audit::append(db, entry).await?;
+    info!("configuration {} is new or changed since the last run (audited)", config.path.display());
+    Ok(())
 }

@@ -52,6 +52,15 @@ pub async fn seed(db: &Db, config: &Config) -> anyhow::Result<Vec<DemoAccount>> 
                 crate::api::auth::create_account(db, username, Some(display_name), role, password.clone())
                     .await
                     .with_context(|| format!("creating demo account {username}"))?;
+                let entry = crate::audit::NewEntry {
+                    actor: Some("demo".into()),
+                    actor_role: None,
+                    action: crate::audit::Action::AccountCreated,
+                    target: Some(username.into()),
+                    addr: None,
+                    detail: serde_json::json!({ "role": role, "demo": true }),
+                };
+                crate::audit::append(db, entry).await?;
             }
             Some(u) if remembered.is_none() => {
                 // The file was lost: give the account a fresh, known password.

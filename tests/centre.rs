@@ -805,14 +805,17 @@ async fn seeding_the_demo_centre_twice_changes_nothing(backend: Backend) {
         areas.iter().any(|a| a.private),
         "a private nappy-changing area"
     );
-    assert_eq!(cams.len(), 4);
-    assert!(
-        !cams
-            .iter()
-            .find(|c| c.camera_id.as_str() == "entrance")
-            .unwrap()
-            .parent_viewable
-    );
+    assert_eq!(cams.len(), 5);
+    for never_viewable in ["entrance", "nappy-room"] {
+        assert!(
+            !cams
+                .iter()
+                .find(|c| c.camera_id.as_str() == never_viewable)
+                .unwrap()
+                .parent_viewable,
+            "{never_viewable}"
+        );
+    }
     assert_eq!(kids.len(), 6);
     assert_eq!(guardians.len(), 2);
     assert_eq!(infant, ["infant-room"]);

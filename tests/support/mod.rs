@@ -182,18 +182,17 @@ impl ServerSpec {
     }
 
     pub async fn start(&self) -> Server {
+        self.start_with(&[]).await
+    }
+
+    /// Starts `cradle serve --config FILE ARGS…` and signs in as the test admin.
+    pub async fn start_with(&self, args: &[&str]) -> Server {
         let config = self.write_config();
-        // The tests read the API as an admin; the account is made once per spec.
-        let marker = self.dir.join(".test-admin-created");
-        if !marker.exists() {
-            let out = self.add_user(TEST_ADMIN, "admin", TEST_ADMIN_PASSWORD);
-            assert!(
-                out.status.success(),
-                "cradle user add failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::fs::write(&marker, b"").unwrap();
-        }
+        // The tests read the API as an admin; make the account unless this database
+        // already has it (a restart, or a test that swapped the database).
+        let out = self.add_user(TEST_ADMIN, "admin", TEST_ADMIN_PASSWORD);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() || err.contains("is taken"), "cradle user add failed: {err}");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -202,6 +201,7 @@ impl ServerSpec {
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&config)
+            .args(args)
             .env("RUST_LOG", "info,sqlx=warn")
             .stdout(Stdio::null())
             .stderr(log)
