@@ -200,8 +200,16 @@ fn chain_hash(prev_hash: &str, canonical: &str) -> String {
 }
 
 /// The hash a stored row should have, recomputed from its columns.
+///
+/// `detail` is stored in canonical form, and anything else is an edit: a rewrite that
+/// keeps the meaning (reordered keys, `1e2` for `100.0`, a duplicated key that a JSON
+/// reader resolves one way and a SQL function another) would otherwise hash the same
+/// and pass unnoticed.
 fn expected_hash(r: &AuditRow) -> Result<String, String> {
-    let detail: Value = serde_json::from_str(&r.detail).map_err(|e| format!("detail is not JSON ({e})"))?;
+    let detail: Value = serde_json::from_str(&r.detail).map_err(|e| format!("its detail is not JSON ({e}): the entry was edited"))?;
+    if canonical_str(&detail) != r.detail {
+        return Err("its detail is not in canonical form: the entry was edited".into());
+    }
     let c = canonical_entry(
         r.seq,
         r.at_us,
@@ -217,9 +225,14 @@ fn expected_hash(r: &AuditRow) -> Result<String, String> {
 
 // ---- append, verify, list --------------------------------------------------------------------
 
-/// Appends an entry and returns it. Appends within this process are serialised; across
-/// processes the database serialises them (see `Db::append_audit`) and a lost race is
-/// retried.
+/// Appends an entry and returns it.
+///
+/// Across processes the database serialises appenders (an advisory lock on
+/// PostgreSQL, `BEGIN IMMEDIATE` on SQLite; see `Db::append_audit`). Within this
+/// process they also queue on a mutex first, so a burst of appends waits here rather
+/// than each holding one of the pool's few connections while it waits for the
+/// database lock (which would starve the API's readers). A lost race (UNIQUE(seq)) or
+/// a busy database is retried with a short backoff.
 pub async fn append(db: &Db, e: NewEntry) -> Result<AuditEntry, DbError> {
     static LOCK: OnceLock<tokio::sync::Mutex<()>> = OnceLock::new();
     let _guard = LOCK.get_or_init(|| tokio::sync::Mutex::new(())).lock().await;
@@ -276,6 +289,14 @@ pub enum Verdict {
 /// Walks every row in storage order and checks the chain: contiguous `seq` from 1,
 /// each `prev_hash` equal to the previous row's hash, each hash matching the row's
 /// content. Reports the first bad entry.
+///
+/// Rows are read a page of 1000 at a time, so memory stays flat however long the log.
+///
+/// What this cannot see: removing the newest entries (the tail) leaves a shorter
+/// chain that is intact, and so does rewriting an entry and recomputing every hash
+/// after it. Both are detectable only against a head hash kept outside the database —
+/// which is why the verdict carries the head, and `cradle audit verify` prints it for
+/// operators to record.
 pub async fn verify(db: &Db) -> Result<Verdict, DbError> {
     const PAGE: i64 = 1000;
     let (mut after_id, mut expect_seq, mut prev) = (0i64, 1i64, GENESIS.to_owned());
@@ -301,7 +322,7 @@ pub async fn verify(db: &Db) -> Result<Verdict, DbError> {
             match expected_hash(r) {
                 Ok(h) if h == r.hash => {}
                 Ok(_) => return Ok(broken("its content does not match its hash: the entry was edited".into())),
-                Err(e) => return Ok(broken(format!("unreadable: {e}"))),
+                Err(why) => return Ok(broken(why)),
             }
             prev = r.hash.clone();
             expect_seq += 1;
@@ -311,18 +332,26 @@ pub async fn verify(db: &Db) -> Result<Verdict, DbError> {
     }
 }
 
-/// A listing request (newest first).
+/// A listing request. Results are newest first; `None` means "any".
 #[derive(Clone, Debug, Default)]
 pub struct AuditQuery {
+    /// Entries at or after this time (UTC µs).
     pub from_us: Option<i64>,
+    /// Entries before this time (UTC µs, exclusive).
     pub to_us: Option<i64>,
+    /// Exact username.
     pub actor: Option<String>,
+    /// Exact action string (see [`Action::as_str`]).
     pub action: Option<String>,
+    /// Paging: entries older than this seq (pass the last seq of the previous page).
     pub before_seq: Option<i64>,
+    /// Page size: 100 by default, clamped to 1..=1000.
     pub limit: Option<i64>,
+    /// Viewing entries only (see [`is_viewing`]): what the parents' committee sees.
     pub viewing_only: bool,
 }
 
+/// Entries matching `q`, newest first.
 pub async fn list(db: &Db, q: &AuditQuery) -> Result<Vec<AuditEntry>, DbError> {
     let f = AuditFilter {
         from_us: q.from_us.unwrap_or(i64::MIN),

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod auth;
 pub mod camsim;
 pub mod centre;
+pub mod centre_cli;
 pub mod config;
 pub mod db;
 pub mod demo;

@@ -29,6 +29,14 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Administer the centre: classrooms, areas, cameras' placement, children,
+    /// guardians, consent (the same rules and audit as the admin API).
+    Centre {
+        #[arg(long, env = "CRADLE_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        cmd: cradle::centre_cli::CentreCmd,
+    },
     /// Check the audit log's hash chain.
     Audit {
         #[command(subcommand)]
@@ -174,6 +182,26 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::User { cmd } => user_command(cmd).await,
+        Command::Centre { config, cmd } => {
+            let c = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let db = cradle::db::Db::connect(&c.database_url).await?;
+            let actor = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+            let result = cradle::centre_cli::run(&db, &c, &actor, cmd).await;
+            db.close().await;
+            Ok(match result {
+                Ok(v) => {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    ExitCode::SUCCESS
+                }
+                Err(f) => {
+                    eprintln!("error: {}", f.message);
+                    ExitCode::from(f.code)
+                }
+            })
+        }
         Command::Audit { cmd: AuditCmd::Verify { config } } => {
             let c = match load(&config) {
                 Ok(c) => c,
@@ -188,7 +216,7 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                     ExitCode::SUCCESS
                 }
                 cradle::audit::Verdict::Broken { seq, id, reason } => {
-                    eprintln!("audit log BROKEN at entry seq {seq} (row id {id}): {reason}");
+                    eprintln!("audit log BROKEN at entry seq {seq} (id {id}): {reason}");
                     ExitCode::from(1)
                 }
             })

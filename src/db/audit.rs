@@ -65,6 +65,10 @@ fn row_from(r: &sqlx::any::AnyRow) -> Result<AuditRow> {
     })
 }
 
+/// The PostgreSQL advisory-lock key that stands for "the head of the audit chain".
+/// Arbitrary, but fixed: every Cradle process on one database must use the same key.
+const AUDIT_HEAD_LOCK: i64 = 7_243_000_001;
+
 /// A row about to be appended; `seq`, `prev_hash` and `hash` are computed by `make`
 /// from the current head inside the appending transaction.
 pub struct PendingAudit<'a> {
@@ -79,19 +83,35 @@ pub struct PendingAudit<'a> {
 
 impl Db {
     /// Appends one row after the current head, in one transaction. `hash_of(seq,
-    /// prev_hash)` computes the new row's hash. On PostgreSQL an advisory lock
-    /// serialises appenders across processes and nodes; on SQLite the write lock and
-    /// the UNIQUE(seq) constraint do (the caller retries on `Ok(None)`).
+    /// prev_hash)` computes the new row's hash.
+    ///
+    /// The head must not move between reading it and inserting after it, or two
+    /// appenders would both chain onto the same entry (a fork). So the transaction
+    /// takes the chain's write lock before it reads the head:
+    /// - PostgreSQL: a transaction-scoped advisory lock, which serialises appenders
+    ///   across connections, processes and nodes and is released by COMMIT/ROLLBACK
+    ///   (a crashed appender cannot leave it held).
+    /// - SQLite: `BEGIN IMMEDIATE`, which takes the database's write lock at once
+    ///   (waiting up to the busy timeout) instead of at the first write; a plain
+    ///   deferred `BEGIN` in WAL mode would read a snapshot and then fail to upgrade
+    ///   with SQLITE_BUSY when another process appended meanwhile.
+    ///
+    /// The UNIQUE(seq) constraint is the backstop: should two appenders ever read the
+    /// same head, the second insert fails and this returns `Ok(None)`; the caller
+    /// re-reads the head and retries.
     pub async fn append_audit(
         &self,
         p: &PendingAudit<'_>,
         hash_of: impl Fn(i64, &str) -> String,
     ) -> Result<Option<AuditRow>> {
-        let mut tx = self.pool.begin().await?;
-        if self.backend == Backend::Postgres {
-            // An arbitrary constant: "the audit chain head".
-            sqlx::query("SELECT pg_advisory_xact_lock(7243000001)").execute(&mut *tx).await?;
-        }
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_HEAD_LOCK).execute(&mut *tx).await?;
+                tx
+            }
+        };
         let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
         let (seq, prev) = match head {
             Some(r) => (r.try_get::<i64, _>("seq")? + 1, r.try_get::<String, _>("hash")?),
