@@ -2,11 +2,17 @@
 //! and tamper-evident.
 //!
 //! Each entry is chained to the one before it: `hash = SHA-256(prev_hash ‖ canonical)`,
-//! where `prev_hash` is the previous entry's hash in lowercase hex (64 zeros for the
-//! first entry) and `canonical` is the entry as compact JSON with keys sorted at every
-//! level: `{"action","actor","actor_role","addr","at_us","detail","seq","target"}`
-//! (absent values are `null`; `detail` is any JSON object). Editing a row breaks its
-//! hash; deleting a row leaves a gap in `seq` and breaks the next row's `prev_hash`;
+//! where `prev_hash` is the previous entry's hash as 64 lowercase hex characters (64
+//! zeros for the first entry), both hashed as UTF-8 bytes, and `canonical` is the
+//! entry as compact JSON (no whitespace) with keys sorted by byte order at every level:
+//!
+//! ```text
+//! {"action":"login","actor":"ann","actor_role":"admin","addr":"192.0.2.7","at_us":1795405382123456,"detail":{"a":1,"b":[{"c":2}]},"seq":7,"target":null}
+//! ```
+//!
+//! Absent values are `null`; strings are escaped as serde_json escapes them; `detail`
+//! is a JSON value, stored in the row in exactly this canonical form and hashed as
+//! those stored bytes. Editing a row breaks its hash; deleting a row leaves a gap in `seq` and breaks the next row's `prev_hash`;
 //! reordering rows breaks `seq` order by storage id. Truncating the newest rows leaves a
 //! valid shorter chain: that is detectable only against a head hash kept elsewhere, so
 //! `cradle audit verify` prints the head for operators to record (and a later release
@@ -88,7 +94,12 @@ impl Action {
 pub fn is_viewing(action: &str) -> bool {
     matches!(
         action,
-        "live_view_start" | "live_view_stop" | "playback" | "export_created" | "export_downloaded" | "snapshot_viewed"
+        "live_view_start"
+            | "live_view_stop"
+            | "playback"
+            | "export_created"
+            | "export_downloaded"
+            | "snapshot_viewed"
     )
 }
 
@@ -173,7 +184,14 @@ fn canonical_str(v: &Value) -> String {
     s
 }
 
-/// The canonical bytes of an entry (see the module docs).
+/// The canonical bytes of an entry (see the module docs): the entry's fields as one
+/// JSON object with sorted keys, `detail` spliced in as the exact text stored in the
+/// row (which `append` made with [`canonical_json`]).
+///
+/// Splicing the stored text, rather than re-serialising a parsed value, keeps the
+/// hash byte-exact: any change to the stored detail — even one with the same meaning,
+/// such as reordered keys — breaks it, and the hash never depends on how a float
+/// survives a parse (serde_json's default parser may be one ULP off).
 #[allow(clippy::too_many_arguments)]
 fn canonical_entry(
     seq: i64,
@@ -183,13 +201,18 @@ fn canonical_entry(
     action: &str,
     target: Option<&str>,
     addr: Option<&str>,
-    detail: &Value,
+    detail_json: &str,
 ) -> String {
-    let v = serde_json::json!({
-        "seq": seq, "at_us": at_us, "actor": actor, "actor_role": actor_role,
-        "action": action, "target": target, "addr": addr, "detail": detail,
-    });
-    canonical_str(&v)
+    let text = |v: Option<&str>| Value::from(v).to_string();
+    // Keys in byte order, as canonical_json would sort them.
+    format!(
+        r#"{{"action":{},"actor":{},"actor_role":{},"addr":{},"at_us":{at_us},"detail":{detail_json},"seq":{seq},"target":{}}}"#,
+        text(Some(action)),
+        text(actor),
+        text(actor_role),
+        text(addr),
+        text(target),
+    )
 }
 
 fn chain_hash(prev_hash: &str, canonical: &str) -> String {
@@ -199,17 +222,8 @@ fn chain_hash(prev_hash: &str, canonical: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// The hash a stored row should have, recomputed from its columns.
-///
-/// `detail` is stored in canonical form, and anything else is an edit: a rewrite that
-/// keeps the meaning (reordered keys, `1e2` for `100.0`, a duplicated key that a JSON
-/// reader resolves one way and a SQL function another) would otherwise hash the same
-/// and pass unnoticed.
-fn expected_hash(r: &AuditRow) -> Result<String, String> {
-    let detail: Value = serde_json::from_str(&r.detail).map_err(|e| format!("its detail is not JSON ({e}): the entry was edited"))?;
-    if canonical_str(&detail) != r.detail {
-        return Err("its detail is not in canonical form: the entry was edited".into());
-    }
+/// The hash a stored row should have, recomputed from its columns as stored.
+fn expected_hash(r: &AuditRow) -> String {
     let c = canonical_entry(
         r.seq,
         r.at_us,
@@ -218,9 +232,9 @@ fn expected_hash(r: &AuditRow) -> Result<String, String> {
         &r.action,
         r.target.as_deref(),
         r.addr.as_deref(),
-        &detail,
+        &r.detail,
     );
-    Ok(chain_hash(&r.prev_hash, &c))
+    chain_hash(&r.prev_hash, &c)
 }
 
 // ---- append, verify, list --------------------------------------------------------------------
@@ -235,8 +249,15 @@ fn expected_hash(r: &AuditRow) -> Result<String, String> {
 /// a busy database is retried with a short backoff.
 pub async fn append(db: &Db, e: NewEntry) -> Result<AuditEntry, DbError> {
     static LOCK: OnceLock<tokio::sync::Mutex<()>> = OnceLock::new();
-    let _guard = LOCK.get_or_init(|| tokio::sync::Mutex::new(())).lock().await;
-    let detail = if e.detail.is_null() { Value::Object(Default::default()) } else { e.detail };
+    let _guard = LOCK
+        .get_or_init(|| tokio::sync::Mutex::new(()))
+        .lock()
+        .await;
+    let detail = if e.detail.is_null() {
+        Value::Object(Default::default())
+    } else {
+        e.detail
+    };
     let detail_text = canonical_str(&detail);
     let at_us = now_us();
     let pending = PendingAudit {
@@ -257,7 +278,7 @@ pub async fn append(db: &Db, e: NewEntry) -> Result<AuditEntry, DbError> {
             pending.action,
             pending.target,
             pending.addr,
-            &detail,
+            pending.detail,
         );
         chain_hash(prev, &c)
     };
@@ -269,9 +290,12 @@ pub async fn append(db: &Db, e: NewEntry) -> Result<AuditEntry, DbError> {
             // Another process appended the same seq first: read the new head and retry.
             Ok(None) if attempt < 20 => {}
             Err(DbError::Sqlx(sqlx::Error::Database(d)))
-                if attempt < 20 && (d.message().contains("locked") || d.message().contains("busy")) => {}
+                if attempt < 20
+                    && (d.message().contains("locked") || d.message().contains("busy")) => {}
             Ok(None) => {
-                return Err(DbError::Sqlx(sqlx::Error::Protocol("audit append lost 20 races in a row".into())));
+                return Err(DbError::Sqlx(sqlx::Error::Protocol(
+                    "audit append lost 20 races in a row".into(),
+                )));
             }
             Err(e) => return Err(e),
         }
@@ -282,7 +306,11 @@ pub async fn append(db: &Db, e: NewEntry) -> Result<AuditEntry, DbError> {
 /// The result of walking the whole chain.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// Every entry checks out. `head` is the newest entry's hash (64 zeros for an
+    /// empty log): record it elsewhere to detect a later truncation of the tail.
     Intact { entries: u64, head: String },
+    /// The first bad entry in storage order: its claimed `seq`, its row `id`, and why
+    /// (edited, entries removed before it, or reordered).
     Broken { seq: i64, id: i64, reason: String },
 }
 
@@ -304,13 +332,23 @@ pub async fn verify(db: &Db) -> Result<Verdict, DbError> {
     loop {
         let page = db.audit_page(after_id, PAGE).await?;
         if page.is_empty() {
-            return Ok(Verdict::Intact { entries, head: prev });
+            return Ok(Verdict::Intact {
+                entries,
+                head: prev,
+            });
         }
         for r in &page {
-            let broken = |reason: String| Verdict::Broken { seq: r.seq, id: r.id, reason };
+            let broken = |reason: String| Verdict::Broken {
+                seq: r.seq,
+                id: r.id,
+                reason,
+            };
             if r.seq != expect_seq {
                 let why = if r.seq > expect_seq {
-                    format!("expected seq {expect_seq} here: entries {expect_seq}..{} were removed", r.seq - 1)
+                    format!(
+                        "expected seq {expect_seq} here: entries {expect_seq}..{} were removed",
+                        r.seq - 1
+                    )
                 } else {
                     format!("expected seq {expect_seq} here: rows were reordered or duplicated")
                 };
@@ -319,10 +357,10 @@ pub async fn verify(db: &Db) -> Result<Verdict, DbError> {
             if r.prev_hash != prev {
                 return Ok(broken("its prev_hash does not match the previous entry: an entry was removed or reordered".into()));
             }
-            match expected_hash(r) {
-                Ok(h) if h == r.hash => {}
-                Ok(_) => return Ok(broken("its content does not match its hash: the entry was edited".into())),
-                Err(why) => return Ok(broken(why)),
+            if expected_hash(r) != r.hash {
+                return Ok(broken(
+                    "its content does not match its hash: the entry was edited".into(),
+                ));
             }
             prev = r.hash.clone();
             expect_seq += 1;
@@ -362,7 +400,12 @@ pub async fn list(db: &Db, q: &AuditQuery) -> Result<Vec<AuditEntry>, DbError> {
         limit: q.limit.unwrap_or(100).clamp(1, 1000),
         viewing_only: q.viewing_only,
     };
-    Ok(db.list_audit(&f).await?.into_iter().map(AuditEntry::from).collect())
+    Ok(db
+        .list_audit(&f)
+        .await?
+        .into_iter()
+        .map(AuditEntry::from)
+        .collect())
 }
 
 #[cfg(test)]
@@ -373,27 +416,135 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys_at_every_level_and_is_compact() {
         let a = json!({ "b": 1, "a": { "y": [1, { "d": 2, "c": "x" }], "x": null } });
-        let b: Value = serde_json::from_str(r#"{"a":{"x":null,"y":[1,{"c":"x","d":2}]},"b":1}"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{"a":{"x":null,"y":[1,{"c":"x","d":2}]},"b":1}"#).unwrap();
         let (ca, cb) = (canonical_str(&a), canonical_str(&b));
         assert_eq!(ca, cb);
         assert_eq!(ca, r#"{"a":{"x":null,"y":[1,{"c":"x","d":2}]},"b":1}"#);
-        assert_eq!(canonical_str(&json!({ "k": "引号\"" })), r#"{"k":"引号\""}"#);
+        assert_eq!(
+            canonical_str(&json!({ "k": "引号\"" })),
+            r#"{"k":"引号\""}"#
+        );
+    }
+
+    #[test]
+    fn the_entry_is_the_canonical_json_of_its_fields() {
+        let detail = json!({ "z": { "b": [2.5, -0.0, 1e300], "a": u64::MAX }, "y": "é\n\"" });
+        let detail_text = canonical_str(&detail);
+        for (actor, target, addr) in [
+            (Some("ann"), None, Some("192.0.2.7")),
+            (None, Some("room-1"), None),
+            (Some("引号\""), Some(""), Some("::1")),
+        ] {
+            let by_definition = canonical_str(&json!({
+                "seq": 7, "at_us": -3, "actor": actor, "actor_role": actor.map(|_| "admin"),
+                "action": "login", "target": target, "addr": addr, "detail": detail,
+            }));
+            let spliced = canonical_entry(
+                7,
+                -3,
+                actor,
+                actor.map(|_| "admin"),
+                "login",
+                target,
+                addr,
+                &detail_text,
+            );
+            assert_eq!(spliced, by_definition);
+        }
+        // The example in the module docs.
+        assert_eq!(
+            canonical_entry(
+                7,
+                1795405382123456,
+                Some("ann"),
+                Some("admin"),
+                "login",
+                None,
+                Some("192.0.2.7"),
+                &canonical_str(&json!({ "b": [{ "c": 2 }], "a": 1 })),
+            ),
+            r#"{"action":"login","actor":"ann","actor_role":"admin","addr":"192.0.2.7","at_us":1795405382123456,"detail":{"a":1,"b":[{"c":2}]},"seq":7,"target":null}"#
+        );
     }
 
     #[test]
     fn the_hash_covers_every_field_and_the_previous_hash() {
-        let base = canonical_entry(1, 5, Some("a"), Some("admin"), "login", None, Some("1.2.3.4"), &json!({}));
+        let base = canonical_entry(
+            1,
+            5,
+            Some("a"),
+            Some("admin"),
+            "login",
+            None,
+            Some("1.2.3.4"),
+            "{}",
+        );
         let h = chain_hash(GENESIS, &base);
         assert_eq!(h.len(), 64);
         assert_ne!(h, chain_hash(&"1".repeat(64), &base));
         for other in [
-            canonical_entry(2, 5, Some("a"), Some("admin"), "login", None, Some("1.2.3.4"), &json!({})),
-            canonical_entry(1, 6, Some("a"), Some("admin"), "login", None, Some("1.2.3.4"), &json!({})),
-            canonical_entry(1, 5, Some("b"), Some("admin"), "login", None, Some("1.2.3.4"), &json!({})),
-            canonical_entry(1, 5, Some("a"), Some("admin"), "logout", None, Some("1.2.3.4"), &json!({})),
-            canonical_entry(1, 5, Some("a"), Some("admin"), "login", Some("t"), Some("1.2.3.4"), &json!({})),
-            canonical_entry(1, 5, Some("a"), Some("admin"), "login", None, None, &json!({})),
-            canonical_entry(1, 5, Some("a"), Some("admin"), "login", None, Some("1.2.3.4"), &json!({ "x": 1 })),
+            canonical_entry(
+                2,
+                5,
+                Some("a"),
+                Some("admin"),
+                "login",
+                None,
+                Some("1.2.3.4"),
+                "{}",
+            ),
+            canonical_entry(
+                1,
+                6,
+                Some("a"),
+                Some("admin"),
+                "login",
+                None,
+                Some("1.2.3.4"),
+                "{}",
+            ),
+            canonical_entry(
+                1,
+                5,
+                Some("b"),
+                Some("admin"),
+                "login",
+                None,
+                Some("1.2.3.4"),
+                "{}",
+            ),
+            canonical_entry(
+                1,
+                5,
+                Some("a"),
+                Some("admin"),
+                "logout",
+                None,
+                Some("1.2.3.4"),
+                "{}",
+            ),
+            canonical_entry(
+                1,
+                5,
+                Some("a"),
+                Some("admin"),
+                "login",
+                Some("t"),
+                Some("1.2.3.4"),
+                "{}",
+            ),
+            canonical_entry(1, 5, Some("a"), Some("admin"), "login", None, None, "{}"),
+            canonical_entry(
+                1,
+                5,
+                Some("a"),
+                Some("admin"),
+                "login",
+                None,
+                Some("1.2.3.4"),
+                r#"{"x":1}"#,
+            ),
         ] {
             assert_ne!(chain_hash(GENESIS, &other), h, "{other}");
         }
@@ -402,12 +553,26 @@ mod tests {
     #[test]
     fn viewing_actions_agree_with_the_sql_list() {
         let sql = crate::db::audit::VIEWING_ACTIONS_SQL;
-        let listed: Vec<&str> = sql.trim_matches(|c| c == '(' || c == ')').split(", ").map(|s| s.trim_matches('\'')).collect();
+        let listed: Vec<&str> = sql
+            .trim_matches(|c| c == '(' || c == ')')
+            .split(", ")
+            .map(|s| s.trim_matches('\''))
+            .collect();
         for a in &listed {
             assert!(is_viewing(a), "{a}");
         }
-        for a in [Action::Login, Action::ConsentChanged, Action::AuditRead, Action::LiveViewStart, Action::Playback] {
-            assert_eq!(is_viewing(a.as_str()), listed.contains(&a.as_str()), "{a:?}");
+        for a in [
+            Action::Login,
+            Action::ConsentChanged,
+            Action::AuditRead,
+            Action::LiveViewStart,
+            Action::Playback,
+        ] {
+            assert_eq!(
+                is_viewing(a.as_str()),
+                listed.contains(&a.as_str()),
+                "{a:?}"
+            );
         }
     }
 }

@@ -108,13 +108,21 @@ impl Db {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => {
                 let mut tx = self.pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(AUDIT_HEAD_LOCK).execute(&mut *tx).await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(AUDIT_HEAD_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
                 tx
             }
         };
-        let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *tx).await?;
+        let head = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
         let (seq, prev) = match head {
-            Some(r) => (r.try_get::<i64, _>("seq")? + 1, r.try_get::<String, _>("hash")?),
+            Some(r) => (
+                r.try_get::<i64, _>("seq")? + 1,
+                r.try_get::<String, _>("hash")?,
+            ),
             None => (1, crate::audit::GENESIS.to_owned()),
         };
         let hash = hash_of(seq, &prev);
@@ -139,10 +147,14 @@ impl Db {
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Ok(None),
             Err(e) => return Err(e.into()),
         }
-        let row = sqlx::query(concat!("SELECT ", cols!(), " FROM audit_log WHERE seq = $1"))
-            .bind(seq)
-            .fetch_one(&mut *tx)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            cols!(),
+            " FROM audit_log WHERE seq = $1"
+        ))
+        .bind(seq)
+        .fetch_one(&mut *tx)
+        .await?;
         let row = row_from(&row)?;
         match tx.commit().await {
             Ok(()) => Ok(Some(row)),
@@ -154,11 +166,15 @@ impl Db {
     /// Rows in storage order (by id) after `after_id`, at most `limit`: the verifier
     /// walks the table in the order rows were written, not in the order they claim.
     pub async fn audit_page(&self, after_id: i64, limit: i64) -> Result<Vec<AuditRow>> {
-        let rows = sqlx::query(concat!("SELECT ", cols!(), " FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2"))
-            .bind(after_id)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            cols!(),
+            " FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(row_from).collect()
     }
 

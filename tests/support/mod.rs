@@ -192,7 +192,10 @@ impl ServerSpec {
         // already has it (a restart, or a test that swapped the database).
         let out = self.add_user(TEST_ADMIN, "admin", TEST_ADMIN_PASSWORD);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success() || err.contains("is taken"), "cradle user add failed: {err}");
+        assert!(
+            out.status.success() || err.contains("is taken"),
+            "cradle user add failed: {err}"
+        );
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
