@@ -6,6 +6,7 @@
 //! the right entry; truncating the tail is caught only against a recorded head; and
 //! listing filters and pages as the API needs.
 
+#[macro_use]
 mod support;
 
 use std::process::Command;
@@ -15,21 +16,6 @@ use cradle::db::Db;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use support::*;
-
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await
-            }
-        }
-    )*};
-}
 
 on_both_databases!(
     a_chain_hashed_as_documented_verifies_and_cradle_continues_it,

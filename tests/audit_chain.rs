@@ -3,6 +3,7 @@
 //! by `cradle audit verify`. Also: concurrent appenders never fork the chain, and the
 //! HTTP API's sign-ins land in the log.
 
+#[macro_use]
 mod support;
 
 use std::process::Command;
@@ -11,21 +12,6 @@ use cradle::audit::{self, Action, NewEntry, Verdict};
 use cradle::db::Db;
 use serde_json::json;
 use support::*;
-
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await
-            }
-        }
-    )*};
-}
 
 on_both_databases!(
     tampering_is_detected_and_named,

@@ -2,6 +2,7 @@
 //! `cradle user add`, requests over HTTP with Bearer tokens and cookies, on SQLite and
 //! PostgreSQL.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -9,21 +10,6 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use support::*;
-
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await
-            }
-        }
-    )*};
-}
 
 on_both_databases!(every_role_meets_exactly_its_routes);
 

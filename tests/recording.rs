@@ -1,28 +1,13 @@
 //! Recording end to end, against real parts: the GStreamer RTSP server and camsim as
 //! cameras, Garage as S3, SQLite and PostgreSQL as the index.
 
+#[macro_use]
 mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use support::*;
-
-/// Runs a scenario once per database back end: `NAME::sqlite` and `NAME::postgres`.
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(super::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(super::Backend::Postgres).await
-            }
-        }
-    )*};
-}
 
 on_both_databases!(
     gstreamer_camera_with_digest_auth_records_into_garage_for_minutes,

@@ -14,6 +14,24 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Runs a scenario once per database back end: `NAME::sqlite` and `NAME::postgres`.
+/// The test file needs `use support::*;` (for `Backend`).
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_cradle");
 
 pub fn env_required(name: &str) -> String {
