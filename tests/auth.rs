@@ -85,7 +85,7 @@ async fn every_role_meets_exactly_its_routes(backend: Backend) {
         }
     }
     // Open to everyone, by design.
-    for path in ["/healthz", "/metrics", "/login"] {
+    for path in ["/healthz", "/metrics", "/login", "/admin", "/admin.js"] {
         let r = reqwest::get(format!("{}{path}", server.base)).await.unwrap();
         assert!(r.status().is_success(), "{path}: {}", r.status());
     }

@@ -54,6 +54,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(index))
         .route("/app.js", get(app_js))
         .route("/login", get(login_page))
+        .route("/admin", get(admin_page))
+        .route("/admin.js", get(admin_js))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/login", post(auth::login))
@@ -78,6 +80,14 @@ async fn index() -> Html<&'static str> {
 
 async fn login_page() -> Html<&'static str> {
     Html(include_str!("../../web/login.html"))
+}
+
+async fn admin_page() -> Html<&'static str> {
+    Html(include_str!("../../web/admin.html"))
+}
+
+async fn admin_js() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../../web/admin.js"))
 }
 
 async fn app_js() -> impl IntoResponse {
