@@ -36,16 +36,7 @@ async fn server_with_roles(backend: Backend, extra_toml: &str) -> (tempfile::Tem
 }
 
 async fn call(server: &Server, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
-    let mut req = reqwest::Client::new().request(method, format!("{}{path}", server.base));
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status();
-    (status, r.json().await.unwrap_or(Value::Null))
+    server.call(method, path, token, body).await
 }
 
 async fn every_role_meets_exactly_its_routes(backend: Backend) {
@@ -68,6 +59,15 @@ async fn every_role_meets_exactly_its_routes(backend: Backend) {
             &["admin"],
         ),
         (Method::PATCH, "/api/v1/users/operator-user", Some(json!({ "display_name": "Op" })), &["admin"]),
+        (Method::GET, "/api/v1/centre", None, &["admin", "operator", "regulator"]),
+        (Method::GET, "/api/v1/classrooms", None, &["admin", "operator", "regulator"]),
+        (Method::GET, "/api/v1/areas", None, &["admin", "operator", "regulator"]),
+        (Method::GET, "/api/v1/centre/cameras", None, &["admin", "operator", "regulator"]),
+        (Method::POST, "/api/v1/areas", Some(json!({ "name": "Hall" })), &["admin"]),
+        (Method::PATCH, "/api/v1/centre/cameras/room-1", Some(json!({ "parent_viewable": false })), &["admin"]),
+        (Method::GET, "/api/v1/children", None, &["admin"]),
+        (Method::GET, "/api/v1/guardians", None, &["admin"]),
+        (Method::GET, "/api/v1/me/children", None, &["parent"]),
     ];
     for (method, path, body, allowed) in &table {
         let (status, v) = call(&server, method.clone(), path, None, body.clone()).await;

@@ -82,6 +82,12 @@ function formJson(form) {
   return out;
 }
 
+const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+const DAY_ZH = { mon: "一", tue: "二", wed: "三", thu: "四", fri: "五", sat: "六", sun: "日" };
+const hours = (vh) => Object.entries(vh || {}).map(([d, h]) => `周${DAY_ZH[d] || d} ${h.start}–${h.end}`).join(" · ") || "不开放 closed";
+const period = (p) => `${p.name} ${p.weekdays.map((d) => DAY_ZH[d] || d).join("")} ${p.start}–${p.end}`;
+const consent = (c) => (c ? `${c.state === "given" ? "已同意 given" : "已撤回 withdrawn"} (${c.by})` : "未记录 none");
+
 async function load() {
   const [centre, rooms, areas, cams, children, guardians, users] = await Promise.all([
     api("GET", "/api/v1/centre"),
@@ -92,52 +98,76 @@ async function load() {
     api("GET", "/api/v1/guardians"),
     api("GET", "/api/v1/users"),
   ]);
-  const c = centre.centre || centre;
+  const c = centre.centre, pl = centre.places;
   document.getElementById("centre-body").textContent =
-    `${c.name || ""} · 时区 time zone ${c.time_zone || ""} · 开放时间 viewing hours ${show(c.viewing_hours)}`;
+    `${c.name} · 时区 time zone ${c.time_zone} · 开放时间 viewing hours ${hours(c.viewing_hours)} · ` +
+    `学位 places ${pl.enrolled}/${pl.capacity} (上限 limit ${pl.limit})`;
+  const cf = document.getElementById("centre-form");
+  cf.elements["name"].value = c.name;
+  cf.time_zone.value = c.time_zone;
+  for (const d of DAYS) cf.querySelector(`input[name="day-${d}"]`).checked = Boolean(c.viewing_hours[d]);
+  const first = Object.values(c.viewing_hours)[0];
+  if (first) { cf.start.value = first.start; cf.end.value = first.end; }
 
   const roomList = listOf(rooms), areaList = listOf(areas);
-  table("classrooms", roomList, [["name", "名称 Name"], ["kind", "类型 Kind"], ["capacity", "容量 Capacity"], ["enrolled", "在园 Enrolled"]],
-    (r) => [["关闭 Close", () => api("POST", `/api/v1/classrooms/${r.id}/close`, {})]]);
-  table("areas", areaList, [["name", "名称 Name"], ["private", "私密 Private"]]);
-  for (const s of document.querySelectorAll(".classroom-select")) options(s, roomList, (r) => r.name);
+  const openRooms = roomList.filter((r) => !r.closed_at_us);
+  table("classrooms", roomList,
+    [["id", "ID"], ["name", "名称 Name"], [(r) => `${r.kind_zh} ${r.kind_en}`, "类型 Kind"], ["capacity", "容量 Capacity"],
+     ["enrolled", "在园 Enrolled"], [(r) => r.privacy_periods.map(period).join("; ") || null, "隐私时段 Privacy periods"],
+     [(r) => (r.closed_at_us ? "已关闭 closed" : null), "状态 State"]],
+    (r) => [
+      ...(r.closed_at_us ? [] : [["关闭 Close", () => api("POST", `/api/v1/classrooms/${r.id}/close`, {})]]),
+      ...r.privacy_periods.map((p) => [`删除 Remove “${p.name}”`, () => api("DELETE", `/api/v1/classrooms/${r.id}/privacy-periods/${p.id}`)]),
+    ]);
+  table("areas", areaList, [["id", "ID"], ["name", "名称 Name"], ["private", "私密 Private"]],
+    (a) => [[a.private ? "设为非私密 Make not private" : "设为私密 Make private",
+      () => api("PATCH", `/api/v1/areas/${a.id}`, { name: a.name, private: !a.private })]]);
+  for (const s of document.querySelectorAll(".classroom-select")) options(s, openRooms, (r) => r.name);
 
   const camList = listOf(cams);
-  const placeName = (p) => {
-    const pl = p.placement || p;
-    if (pl.kind === "classroom") return (roomList.find((r) => r.id === pl.classroom_id) || {}).name || `classroom ${pl.classroom_id}`;
-    if (pl.kind === "area") return (areaList.find((a) => a.id === pl.area_id) || {}).name || `area ${pl.area_id}`;
+  const placeName = (x) => {
+    const p = x.placement.placement;
+    if (p.kind === "classroom") return (roomList.find((r) => r.id === p.classroom_id) || {}).name || `classroom ${p.classroom_id}`;
+    if (p.kind === "area") return (areaList.find((a) => a.id === p.area_id) || {}).name || `area ${p.area_id}`;
     return "未放置 unplaced";
   };
   table("cameras", camList,
-    [["id", "ID"], ["name", "名称 Name"], [placeName, "位置 Place"], [(x) => (x.placement || x).parent_viewable ?? x.parent_viewable, "家长可看 Parents"],
-     [(x) => (x.placement || x).decommissioned_at || (x.placement || x).decommission_reason || null, "停用 Decommissioned"]],
-    (x) => [["停用 Decommission", () => {
+    [["id", "ID"], ["name", "名称 Name"], [placeName, "位置 Place"], [(x) => x.placement.parent_viewable, "家长可看 Parents"],
+     [(x) => (x.in_config ? null : "不在配置文件中 not in config"), "配置 Config"],
+     [(x) => (x.placement.decommissioned ? `${x.placement.decommissioned.reason} (${x.placement.decommissioned.by})` : null), "停用 Decommissioned"]],
+    (x) => (!x.in_config || x.placement.decommissioned ? [] : [["停用 Decommission", () => {
       const reason = prompt("停用原因 Reason for decommissioning (recording continues):");
-      return reason ? api("POST", `/api/v1/centre/cameras/${x.id}/decommission`, { reason }) : Promise.resolve();
-    }]]);
-  options("camera-select", camList.map((x) => ({ value: x.id, name: x.name })), (x) => `${x.value} ${x.name || ""}`);
+      return reason ? api("POST", `/api/v1/centre/cameras/${encodeURIComponent(x.id)}/decommission`, { reason }) : Promise.resolve();
+    }]]));
+  options("camera-select", camList.filter((x) => x.in_config).map((x) => ({ value: x.id, name: x.name })), (x) => `${x.value} ${x.name || ""}`);
   options("place-select", [
     { value: "none", n: "未放置 unplaced" },
-    ...roomList.map((r) => ({ value: `classroom:${r.id}`, n: `班级 ${r.name}` })),
+    ...openRooms.map((r) => ({ value: `classroom:${r.id}`, n: `班级 ${r.name}` })),
     ...areaList.map((a) => ({ value: `area:${a.id}`, n: `区域 ${a.name}${a.private ? " (私密 private)" : ""}` })),
   ], (x) => x.n);
 
-  const childList = listOf(children);
-  table("children", childList, [["name", "姓名 Name"], [(k) => (roomList.find((r) => r.id === k.classroom_id) || {}).name, "班级 Classroom"], ["birth_date", "出生 Born"]],
+  const childList = listOf(children).filter((k) => !k.left_at_us);
+  table("children", childList,
+    [["id", "ID"], ["name", "姓名 Name"], [(k) => (roomList.find((r) => r.id === k.classroom_id) || {}).name, "班级 Classroom"], ["birth_date", "出生 Born"]],
     (k) => [["转班 Move", () => {
-      const to = prompt(`转到哪个班（ID）Move to classroom id: ${roomList.map((r) => `${r.id}=${r.name}`).join(", ")}`);
+      const to = prompt(`转到哪个班（ID）Move to classroom id: ${openRooms.map((r) => `${r.id}=${r.name}`).join(", ")}`);
       return to ? api("POST", `/api/v1/children/${k.id}/move`, { classroom_id: Number(to) }) : Promise.resolve();
-    }]]);
+    }], ["离园 Leaves", () => (confirm(`${k.name} 离园？ leaves the centre?`) ? api("POST", `/api/v1/children/${k.id}/leave`, {}) : Promise.resolve())]]);
   const guardianList = listOf(guardians);
-  table("guardians", guardianList, [["username", "账号 Account"], ["display_name", "显示名 Name"]]);
+  table("guardians", guardianList,
+    [["id", "ID"], ["username", "账号 Account"], ["display_name", "显示名 Name"],
+     [(g) => g.children.map((k) => `${k.child.name} · ${k.relationship} · ${consent(k.consent)}`).join("; ") || null, "幼儿与同意 Children and consent"]],
+    (g) => g.children.map((k) => [`解除 Unlink ${k.child.name}`, () => api("DELETE", `/api/v1/guardians/${g.id}/children/${k.child.id}`)]));
   for (const id of ["guardian-select", "consent-guardian"]) options(id, guardianList, (g) => `${g.display_name} (${g.username})`);
   for (const id of ["child-select", "consent-child"]) options(id, childList, (k) => k.name);
+  options("period-classroom", openRooms, (r) => r.name);
 
   table("users", listOf(users), [["username", "用户名 Username"], ["display_name", "显示名 Name"], ["role", "角色 Role"], ["disabled", "停用 Disabled"]],
     (u) => [[u.disabled ? "启用 Enable" : "停用 Disable", () => api("PATCH", `/api/v1/users/${encodeURIComponent(u.username)}`, { disabled: !u.disabled })],
             ["结束会话 End sessions", () => api("POST", `/api/v1/users/${encodeURIComponent(u.username)}/revoke-sessions`, {})]]);
 }
+
+const checkedDays = (form) => DAYS.filter((d) => form.querySelector(`input[name="day-${d}"]`).checked);
 
 function wire() {
   for (const form of document.querySelectorAll("form[data-post]")) {
@@ -155,6 +185,23 @@ function wire() {
     const placement = kind === "classroom" ? { kind, classroom_id: Number(id) }
       : kind === "area" ? { kind, area_id: Number(id) } : { kind: "unplaced" };
     api("PATCH", `/api/v1/centre/cameras/${f.camera.value}`, { placement, parent_viewable: f.parent_viewable.checked })
+      .then(() => { say("已保存 Saved", true); return load(); })
+      .catch((e) => say(e.message));
+  });
+  document.getElementById("centre-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const f = ev.target;
+    const viewing_hours = {};
+    for (const d of checkedDays(f)) viewing_hours[d] = { start: f.start.value, end: f.end.value };
+    api("PATCH", "/api/v1/centre", { name: f.elements["name"].value, time_zone: f.time_zone.value, viewing_hours })
+      .then(() => { say("已保存 Saved", true); return load(); })
+      .catch((e) => say(e.message));
+  });
+  document.getElementById("period-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const f = ev.target;
+    api("POST", `/api/v1/classrooms/${f.classroom.value}/privacy-periods`,
+      { name: f.elements["name"].value, weekdays: checkedDays(f), start: f.start.value, end: f.end.value })
       .then(() => { say("已保存 Saved", true); return load(); })
       .catch((e) => say(e.message));
   });

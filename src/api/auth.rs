@@ -21,7 +21,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::warn;
 
-use super::{ApiError, AppState, Result};
+use super::{ApiError, AppState, Body, Result};
 use crate::audit::{self, Action, NewEntry};
 use crate::auth::{self, Principal, Role, Throttle};
 use crate::config::AuthConfig;
@@ -77,6 +77,11 @@ policy!(/// Anyone signed in (what they then see is filtered by role).
     AnyRole, "this", [Admin, Operator, Parent, Investigator, Regulator, Committee]);
 policy!(/// Centre management and accounts.
     AdminOnly, "administration", [Admin]);
+policy!(/// The centre's structure: settings, classrooms, areas, cameras' placement (not
+    /// children or guardians, which are personal information: admins only).
+    CentreReaders, "the centre's structure", [Admin, Operator, Regulator]);
+policy!(/// A parent's own children.
+    Parents, "a parent's own children", [Parent]);
 policy!(/// The pipeline's health: spool, storage, cameras' technical state.
     StatusReaders, "the system status", [Admin, Operator, Regulator]);
 policy!(/// Recording metadata (segments and gaps), not the video itself. Investigators
@@ -354,7 +359,7 @@ pub struct ChangePassword {
 pub async fn change_password(
     State(app): State<AppState>,
     Auth(p, _): Auth<AnyRole>,
-    Json(req): Json<ChangePassword>,
+    Body(req): Body<ChangePassword>,
 ) -> Result<StatusCode> {
     auth::check_password(&req.new_password).map_err(ApiError::Unprocessable)?;
     let user = app.db.user_by_name(&p.username).await?.ok_or_else(|| ApiError::Unauthorized("account gone".into()))?;
@@ -401,7 +406,7 @@ pub struct NewUser {
 pub async fn create_user(
     State(app): State<AppState>,
     Auth(p, _): Auth<AdminOnly>,
-    Json(req): Json<NewUser>,
+    Body(req): Body<NewUser>,
 ) -> Result<(StatusCode, Json<serde_json::Value>)> {
     let user = create_account(&app.db, &req.username, req.display_name.as_deref(), &req.role, req.password)
         .await
@@ -427,7 +432,7 @@ pub async fn update_user(
     State(app): State<AppState>,
     Auth(p, _): Auth<AdminOnly>,
     Path(username): Path<String>,
-    Json(req): Json<UserPatch>,
+    Body(req): Body<UserPatch>,
 ) -> Result<Json<serde_json::Value>> {
     let u = app.db.user_by_name(&username).await?.ok_or_else(|| ApiError::NotFound(format!("no account {username:?}")))?;
     let role = match &req.role {

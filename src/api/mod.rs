@@ -6,6 +6,7 @@
 //! policy names the roles allowed, so a handler cannot forget to check.
 
 pub mod auth;
+mod centre;
 mod error;
 mod metrics;
 
@@ -49,6 +50,26 @@ impl AppState {
     }
 }
 
+/// A JSON body whose rejection (wrong content type, malformed JSON, a missing or
+/// mistyped field) is answered like every other error: `{"error": "…"}` naming what is
+/// wrong, 415 / 400 / 422 as axum classifies it.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(match e.status() {
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY => ApiError::Unprocessable(e.body_text()),
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(e.body_text()),
+                _ => ApiError::BadRequest(e.body_text()),
+            }),
+        }
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
@@ -70,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cameras", get(list_cameras))
         .route("/api/v1/cameras/{id}", get(get_camera))
         .route("/api/v1/cameras/{id}/recordings", get(recordings))
+        .merge(centre::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)
 }
