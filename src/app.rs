@@ -21,17 +21,18 @@ use tracing::{info, warn};
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::db::Db;
-use crate::hub::{recorder_queue, CameraHub};
+use crate::fleet::{Fleet, Starter};
 use crate::record::spool::{self, SpooledSegment};
 use crate::record::uploader::{SpoolStats, Uploader};
-use crate::record::Recorder;
 use crate::storage::Storage;
 use crate::time::{format_rfc3339, now_us};
-use crate::{camsim, ingest};
+use crate::camsim;
 
 /// After the recorders stop, how long the uploader may keep draining the spool.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How often the database's added cameras are checked for new or changed ones.
+const RECONCILE_CAMERAS: Duration = Duration::from_secs(3);
 
 pub struct App {
     config: Config,
@@ -139,26 +140,38 @@ impl App {
         };
         let uploader_task = tokio::spawn(uploader.run(recovered, done_rx));
 
-        let hubs: Vec<Arc<CameraHub>> = config.cameras.iter().cloned().map(CameraHub::new).collect();
-        let mut ingest_tasks = JoinSet::new();
-        let mut recorder_tasks = JoinSet::new();
-        for hub in &hubs {
-            let (tx, rx) = recorder_queue();
-            let rec = Recorder::new(
-                hub.clone(),
-                db.clone(),
-                config.recording.clone(),
-                config.spool.clone(),
-                spool_stats.clone(),
-                done_tx.clone(),
-            );
-            recorder_tasks.spawn(rec.run(rx));
-            ingest_tasks.spawn(ingest::run_camera(hub.clone(), tx, db.clone(), shutdown.clone()));
+        let fleet = Fleet::start(
+            &config.cameras,
+            Starter {
+                db: db.clone(),
+                recording: config.recording.clone(),
+                spool: config.spool.clone(),
+                spool_stats: spool_stats.clone(),
+                done_tx,
+                shutdown: shutdown.clone(),
+            },
+        );
+        // Cameras added by an admin: now, then every few seconds (the CLI writes the
+        // database directly; the API also reconciles at once).
+        {
+            let (fleet, db, token) = (fleet.clone(), db.clone(), shutdown.clone());
+            aux.spawn(async move {
+                let mut tick = tokio::time::interval(RECONCILE_CAMERAS);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            if let Err(e) = fleet.reconcile(&db).await {
+                                warn!("cameras added by admins: {e}");
+                            }
+                        }
+                        _ = token.cancelled() => return,
+                    }
+                }
+            });
         }
-        drop(done_tx);
 
         let state = AppState {
-            hubs: Arc::new(hubs),
+            fleet: fleet.clone(),
             db: db.clone(),
             spool: spool_stats,
             storage_description: storage.description.clone(),
@@ -168,7 +181,7 @@ impl App {
         info!(
             "Cradle listening on http://{} — {} cameras, storage {}, database {}",
             listener.local_addr()?,
-            config.cameras.len(),
+            fleet.hubs().len(),
             storage.description,
             if db.backend == crate::db::Backend::Sqlite { "SQLite" } else { "PostgreSQL" }
         );
@@ -181,8 +194,7 @@ impl App {
 
         shutdown.cancelled().await;
         info!("stopping: closing segments in progress");
-        while ingest_tasks.join_next().await.is_some() {}
-        while recorder_tasks.join_next().await.is_some() {}
+        fleet.stop().await;
         info!("recorders stopped; draining the spool");
         let _ = uploader_task.await;
         let _ = tokio::time::timeout(Duration::from_secs(3), server).await;

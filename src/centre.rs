@@ -669,10 +669,11 @@ pub struct CameraUpdate {
 pub struct CentreCamera {
     #[serde(serialize_with = "camera_id_str")]
     pub id: CameraId,
-    /// From `[[cameras]]`; `None` when the camera is no longer in the config file.
+    /// From `[[cameras]]` (or the admin-added camera); `None` when it is not recorded.
     pub name: Option<String>,
-    /// False for a placement row whose camera was removed from the config file: it is
-    /// not recorded any more, but its row (and footage) stay.
+    /// Whether the camera is recorded now (named by the config file, or added by an
+    /// admin). False for a placement row whose camera was removed from the config file:
+    /// its row (and footage) stay.
     pub in_config: bool,
     pub placement: CameraPlacement,
 }

@@ -12,7 +12,7 @@ use crate::centre::{
     CameraUpdate, CentreError, ChildId, ClassroomId, ConsentState, GuardianId, NewArea, NewChild, NewClassroom,
     NewGuardian, Stamp,
 };
-use crate::config::{CameraId, Config};
+use crate::config::{CameraFields, CameraId, Config, EnvRefs};
 use crate::db::Db;
 use crate::time::now_us;
 
@@ -33,6 +33,13 @@ pub enum CentreCmd {
     },
     /// Add an area: --json '{"name":"换尿布间 Nappy room","private":true}'.
     AreaAdd {
+        #[arg(long)]
+        json: String,
+    },
+    /// Add a camera to record (the server starts it within seconds):
+    /// --json '{"id":"room-3","name":"Room 3","url":"rtsp://192.0.2.13/ch1","username":"viewer","password":"…"}'.
+    /// Ids of the config file's cameras are refused: edit those in the file.
+    CameraAdd {
         #[arg(long)]
         json: String,
     },
@@ -132,7 +139,9 @@ pub async fn run(db: &Db, config: &Config, actor: &str, cmd: CentreCmd) -> Resul
     let stamp = Stamp { by: actor, at_us: now_us() };
     let (action, target, out) = match cmd {
         CentreCmd::Show => {
-            let cameras = crate::centre::merge_cameras(&config.cameras, db.camera_placements(centre.id).await?);
+            let mut configs = config.cameras.clone();
+            configs.extend(db.added_cameras().await?.into_iter().filter(|c| !config.cameras.iter().any(|x| x.id == c.id)));
+            let cameras = crate::centre::merge_cameras(&configs, db.camera_placements(centre.id).await?);
             return Ok(json!({
                 "centre": to_json(&centre),
                 "classrooms": to_json(&db.list_classrooms(centre.id).await?),
@@ -154,13 +163,24 @@ pub async fn run(db: &Db, config: &Config, actor: &str, cmd: CentreCmd) -> Resul
             let a = db.create_area(centre.id, &body::<NewArea>(&json)?, stamp).await?;
             (Action::CentreChanged, format!("area {}", a.id), to_json(&a))
         }
+        CentreCmd::CameraAdd { json } => {
+            let camera = body::<CameraFields>(&json)?
+                .validate(EnvRefs::Literal)
+                .map_err(|(field, reason)| invalid(format!("--json: {field}: {reason}")))?;
+            if config.cameras.iter().any(|c| c.id == camera.id) {
+                return Err(invalid(format!("camera {:?} is already defined in {}", camera.id.as_str(), config.path.display())));
+            }
+            db.add_camera(&camera, stamp).await?;
+            let out = json!({ "id": camera.id.as_str(), "name": camera.name, "source": "database", "url": camera.url.as_str() });
+            (Action::CentreChanged, format!("camera {}", camera.id), out)
+        }
         CentreCmd::CameraSet { camera, json } => {
-            let id = configured_camera(config, &camera)?;
+            let id = configured_camera(db, config, &camera).await?;
             let p = db.update_camera(centre.id, &id, body::<CameraUpdate>(&json)?, stamp).await?;
             (Action::CentreChanged, format!("camera {camera}"), to_json(&p))
         }
         CentreCmd::CameraDecommission { camera, reason } => {
-            let id = configured_camera(config, &camera)?;
+            let id = configured_camera(db, config, &camera).await?;
             let p = db.decommission_camera(centre.id, &id, &reason, stamp).await?;
             (Action::CentreChanged, format!("camera {camera}"), to_json(&p))
         }
@@ -199,12 +219,15 @@ pub async fn run(db: &Db, config: &Config, actor: &str, cmd: CentreCmd) -> Resul
     Ok(out)
 }
 
-/// Only cameras in the config file exist; the database holds their placement.
-fn configured_camera(config: &Config, id: &str) -> Result<CameraId, Failure> {
-    config
-        .cameras
-        .iter()
-        .find(|c| c.id.as_str() == id)
-        .map(|c| c.id.clone())
-        .ok_or_else(|| invalid(format!("camera {id:?} is not in {} (cameras are added there)", config.path.display())))
+/// A camera of the config file or one added by an admin.
+async fn configured_camera(db: &Db, config: &Config, id: &str) -> Result<CameraId, Failure> {
+    if let Some(c) = config.cameras.iter().find(|c| c.id.as_str() == id) {
+        return Ok(c.id.clone());
+    }
+    let missing = || invalid(format!("camera {id:?} is neither in {} nor added (camera-add)", config.path.display()));
+    let cam = CameraId::parse(id).map_err(|_| missing())?;
+    match db.added_camera(&cam).await? {
+        Some(c) => Ok(c.id),
+        None => Err(missing()),
+    }
 }

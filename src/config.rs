@@ -60,7 +60,7 @@ pub enum RtspTransport {
     Udp,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CameraConfig {
     pub id: CameraId,
     pub name: String,
@@ -160,7 +160,7 @@ struct RawConfig {
     recording: Option<RawRecording>,
     spool: Option<RawSpool>,
     #[serde(default)]
-    cameras: Vec<RawCamera>,
+    cameras: Vec<CameraFields>,
     demo: Option<RawDemo>,
     auth: Option<RawAuth>,
 }
@@ -216,16 +216,62 @@ struct RawSpool {
     max_mb: Option<u64>,
 }
 
-#[derive(Deserialize)]
+/// A camera as written: a `[[cameras]]` table of the config file, or the JSON body of
+/// `POST /api/v1/centre/cameras` (and a row of the `cameras` table).
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawCamera {
-    id: String,
-    name: Option<String>,
-    url: String,
-    username: Option<String>,
-    password: Option<String>,
-    sub_url: Option<String>,
-    transport: Option<String>,
+pub struct CameraFields {
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    pub url: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub sub_url: Option<String>,
+    #[serde(default)]
+    pub transport: Option<String>,
+}
+
+/// Where `${VAR}` references in a camera's fields may be expanded from the environment:
+/// only in the config file. From the API it would let an admin send the server's
+/// secrets (the S3 key, the database password) to a camera URL of their choosing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum EnvRefs {
+    Expand,
+    Literal,
+}
+
+impl CameraFields {
+    /// Checks every field; an error names the field (`id`, `url`, …) and the reason.
+    pub fn validate(self, env: EnvRefs) -> Result<CameraConfig, (&'static str, String)> {
+        let expand = |field: &'static str, v: String| match env {
+            EnvRefs::Expand => expand_env(&v).map_err(|r| (field, r)),
+            EnvRefs::Literal => Ok(v),
+        };
+        let id = CameraId::parse(&self.id).map_err(|r| ("id", r))?;
+        let url = parse_rtsp(&expand("url", self.url)?).map_err(|r| ("url", r))?;
+        let sub_url = self.sub_url.map(|u| parse_rtsp(&expand("sub_url", u)?).map_err(|r| ("sub_url", r))).transpose()?;
+        let username = self.username.map(|v| expand("username", v)).transpose()?;
+        let password = self.password.map(|v| expand("password", v)).transpose()?;
+        if password.is_some() && username.is_none() {
+            return Err(("username", "a password is set but no username".into()));
+        }
+        let transport = match self.transport.as_deref() {
+            None | Some("tcp") => RtspTransport::Tcp,
+            Some("udp") => RtspTransport::Udp,
+            Some(other) => return Err(("transport", format!("{other:?}: use \"tcp\" or \"udp\""))),
+        };
+        let name = match self.name {
+            Some(n) if n.trim().is_empty() => return Err(("name", "the name is empty".into())),
+            Some(n) if n.chars().count() > 100 => return Err(("name", "the name is longer than 100 characters".into())),
+            Some(n) => n.trim().to_owned(),
+            None => id.to_string(),
+        };
+        Ok(CameraConfig { name, id, url, username, password, sub_url, transport })
+    }
 }
 
 #[derive(Deserialize)]
@@ -346,35 +392,11 @@ impl Config {
         let mut cameras = Vec::with_capacity(raw.cameras.len());
         let mut seen = HashSet::new();
         for (i, c) in raw.cameras.into_iter().enumerate() {
-            let key = |k: &str| format!("cameras[{i}].{k}");
-            let id = CameraId::parse(&c.id).map_err(|r| err(&key("id"), r))?;
-            if !seen.insert(id.clone()) {
-                return Err(err(&key("id"), format!("duplicate camera id {:?}", id.as_str())));
+            let camera = c.validate(EnvRefs::Expand).map_err(|(k, r)| err(&format!("cameras[{i}].{k}"), r))?;
+            if !seen.insert(camera.id.clone()) {
+                return Err(err(&format!("cameras[{i}].id"), format!("duplicate camera id {:?}", camera.id.as_str())));
             }
-            let url = parse_rtsp(&c.url).map_err(|r| err(&key("url"), r))?;
-            let sub_url = c
-                .sub_url
-                .map(|u| parse_rtsp(&u).map_err(|r| err(&key("sub_url"), r)))
-                .transpose()?;
-            let username = c.username.map(|v| expand_env(&v).map_err(|r| err(&key("username"), r))).transpose()?;
-            let password = c.password.map(|v| expand_env(&v).map_err(|r| err(&key("password"), r))).transpose()?;
-            if password.is_some() && username.is_none() {
-                return Err(err(&key("username"), "a password is set but no username".into()));
-            }
-            let transport = match c.transport.as_deref() {
-                None | Some("tcp") => RtspTransport::Tcp,
-                Some("udp") => RtspTransport::Udp,
-                Some(other) => return Err(err(&key("transport"), format!("{other:?}: use \"tcp\" or \"udp\""))),
-            };
-            cameras.push(CameraConfig {
-                name: c.name.unwrap_or_else(|| id.to_string()),
-                id,
-                url,
-                username,
-                password,
-                sub_url,
-                transport,
-            });
+            cameras.push(camera);
         }
 
         let demo = raw
@@ -404,9 +426,9 @@ impl Config {
     }
 }
 
+/// An `rtsp://` URL (variables already expanded).
 fn parse_rtsp(s: &str) -> Result<Url, String> {
-    let expanded = expand_env(s)?;
-    let url = Url::parse(&expanded).map_err(|e| format!("{s:?} is not a URL ({e})"))?;
+    let url = Url::parse(s).map_err(|e| format!("{s:?} is not a URL ({e})"))?;
     if url.scheme() != "rtsp" && url.scheme() != "rtsps" {
         return Err(format!("{s:?} must be an rtsp:// URL"));
     }

@@ -58,6 +58,8 @@ fn explain(start: WallUs, end: WallUs, events: &[EventRow]) -> Gap {
         ("server_down", e.detail.clone())
     } else if let Some(e) = find(&["spool_full"]) {
         ("spool_full", e.detail.clone())
+    } else if let Some(e) = find(&["settings_changed"]) {
+        ("settings_changed", e.detail.clone())
     } else if let Some(e) = find(&["disconnected", "connect_failed"]) {
         ("camera_offline", e.detail.clone())
     } else if let Some(e) = find(&["clock_drift"]) {

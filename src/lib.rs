@@ -15,6 +15,7 @@ pub mod centre_cli;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod fleet;
 pub mod gaps;
 pub mod hub;
 pub mod ingest;

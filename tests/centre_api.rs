@@ -6,11 +6,16 @@
 #[macro_use]
 mod support;
 
+use std::time::{Duration, SystemTime};
+
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use support::*;
 
-on_both_databases!(an_admin_builds_a_centre_and_parents_see_exactly_their_classroom);
+on_both_databases!(
+    an_admin_builds_a_centre_and_parents_see_exactly_their_classroom,
+    cameras_added_by_an_admin_record_at_once_and_after_a_restart,
+);
 
 const PASSWORD: &str = "a long enough password";
 const NOWHERE: &str = "rtsp://127.0.0.1:9/none";
@@ -295,4 +300,91 @@ async fn an_admin_builds_a_centre_and_parents_see_exactly_their_classroom(backen
     for t in ["camera room-b", &format!("area {}", id(&hall)), &format!("child {}", id(&child_b)), &format!("classroom {room_b}")] {
         assert!(targets.contains(&t), "no centre_changed entry for {t}: {targets:?}");
     }
+}
+
+/// Cameras added through the API (or `cradle centre camera-add`) record at once, keep
+/// recording across a restart, reconnect when their settings change, and never show
+/// their password; the config file's cameras are edited only in the file.
+async fn cameras_added_by_an_admin_record_at_once_and_after_a_restart(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let cam_port = free_port();
+    let _camsim = camsim(cam_port, 2).await;
+    let stream = |n: u32| format!("rtsp://127.0.0.1:{cam_port}/cam{n}");
+    let mut spec = ServerSpec::new(backend, dir.path()).await;
+    spec.segment_seconds = 2;
+    spec.cameras.push(CameraSpec::new("fixed", &stream(1)));
+    let t_start = SystemTime::now();
+    let mut server = spec.start().await;
+    let admin = server.token.clone();
+    let call = |m: Method, path: &str, body: Option<Value>| {
+        let (server, admin, path) = (&server, admin.clone(), path.to_owned());
+        async move { server.call(m, &path, Some(&admin), body).await }
+    };
+
+    let secret = "cam-secret-123";
+    let added = json!({ "id": "added", "name": "新教室 New room", "url": stream(2), "username": "viewer", "password": secret });
+    let (status, v) = call(Method::POST, "/api/v1/centre/cameras", Some(added.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["connection"]["has_password"], true, "{v}");
+    server.wait_recording("added", Duration::from_secs(20)).await;
+
+    // Refusals: a taken id, the config file's id, a bad URL, an unknown field.
+    let (status, v) = call(Method::POST, "/api/v1/centre/cameras", Some(added)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    let (status, v) = call(Method::POST, "/api/v1/centre/cameras", Some(json!({ "id": "fixed", "url": stream(2) }))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("config file"), "{v}");
+    let (status, v) = call(Method::POST, "/api/v1/centre/cameras", Some(json!({ "id": "web", "url": "http://127.0.0.1/x" }))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["error"].as_str().unwrap().starts_with("url: "), "{v}");
+    let (status, v) = call(Method::POST, "/api/v1/centre/cameras", Some(json!({ "id": "x", "url": stream(1), "colour": "red" }))).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (status, v) = call(Method::PUT, "/api/v1/centre/cameras/fixed/connection", Some(json!({ "url": stream(2) }))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+
+    // Listed with where its settings come from, never with the password.
+    let (_, cams) = call(Method::GET, "/api/v1/centre/cameras", None).await;
+    let source = |id: &str| cams["cameras"].as_array().unwrap().iter().find(|c| c["id"] == id).map(|c| c["source"].clone());
+    assert_eq!((source("fixed"), source("added")), (Some(json!("config")), Some(json!("database"))), "{cams}");
+    assert!(!cams.to_string().contains(secret), "{cams}");
+
+    // New settings: the camera reconnects with them; the stored password is kept.
+    let (status, v) = call(
+        Method::PUT,
+        "/api/v1/centre/cameras/added/connection",
+        Some(json!({ "name": "改名 Renamed", "url": stream(1), "username": "viewer" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["connection"]["has_password"], true, "{v}");
+    wait_until("the renamed camera recording", Duration::from_secs(20), || async {
+        let c = server.camera("added").await;
+        c["name"] == "改名 Renamed" && c["state"] == "recording"
+    })
+    .await;
+
+    // The command line adds one to the running server.
+    let cli = json!({ "id": "from-cli", "url": stream(2) }).to_string();
+    let out = std::process::Command::new(BIN)
+        .args(["centre", "--config"])
+        .arg(spec.config_path())
+        .args(["camera-add", "--json", &cli])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    server.wait_recording("from-cli", Duration::from_secs(20)).await;
+
+    let (_, audit) = call(Method::GET, "/api/v1/audit?action=centre_changed", None).await;
+    let targets: Vec<&str> = audit["entries"].as_array().unwrap().iter().filter_map(|e| e["target"].as_str()).collect();
+    assert!(targets.iter().filter(|t| **t == "camera added").count() >= 2, "add and edit: {targets:?}");
+    assert!(targets.contains(&"camera from-cli"), "{targets:?}");
+    assert!(!audit.to_string().contains(secret), "the audit log holds the camera password: {audit}");
+
+    // After a restart the added cameras record again, and their footage is indexed.
+    server.terminate();
+    let server = spec.start().await;
+    server.wait_recording("added", Duration::from_secs(20)).await;
+    server.wait_recording("from-cli", Duration::from_secs(20)).await;
+    let rec = server.recordings("added", &rfc3339(t_start), &now_rfc3339()).await;
+    assert!(!rec["segments"].as_array().unwrap().is_empty(), "{rec}");
 }

@@ -133,7 +133,8 @@ async function load() {
   };
   table("cameras", camList,
     [["id", "ID"], ["name", "名称 Name"], [placeName, "位置 Place"], [(x) => x.placement.parent_viewable, "家长可看 Parents"],
-     [(x) => (x.in_config ? null : "不在配置文件中 not in config"), "配置 Config"],
+     [(x) => (x.in_config ? (x.source === "config" ? "配置文件 config file" : "管理员添加 added") : "未在录像 not recorded"), "来源 Source"],
+     [(x) => (x.connection ? x.connection.url : null), "地址 URL"],
      [(x) => (x.placement.decommissioned ? `${x.placement.decommissioned.reason} (${x.placement.decommissioned.by})` : null), "停用 Decommissioned"]],
     (x) => (!x.in_config || x.placement.decommissioned ? [] : [["停用 Decommission", () => {
       const reason = prompt("停用原因 Reason for decommissioning (recording continues):");

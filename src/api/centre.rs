@@ -12,12 +12,13 @@
 //!   else here, whatever id they guess.
 //!
 //! Every change is audited (`centre_changed`, or `consent_changed`) with the result as
-//! the entry's detail. Cameras exist only in the config file, so the camera routes
-//! answer 404 for an id that is not there.
+//! the entry's detail. Cameras come from the config file or are added here (see
+//! [`crate::fleet`]: the config file wins); the camera routes answer 404 for an id that
+//! is neither.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -30,7 +31,7 @@ use crate::centre::{
     merge_cameras, AreaId, CameraUpdate, CentreError, CentreUpdate, ChildId, ChildUpdate, ClassroomId, ClassroomUpdate,
     ConsentState, GuardianId, NewArea, NewChild, NewClassroom, NewGuardian, NewPrivacyPeriod, PrivacyPeriodId, Stamp,
 };
-use crate::config::CameraId;
+use crate::config::{CameraConfig, CameraFields, CameraId, EnvRefs, RtspTransport};
 use crate::time::now_us;
 
 impl From<CentreError> for ApiError {
@@ -54,8 +55,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/classrooms/{id}/privacy-periods/{period}", delete(delete_privacy_period))
         .route("/api/v1/areas", get(list_areas).post(create_area))
         .route("/api/v1/areas/{id}", patch(update_area))
-        .route("/api/v1/centre/cameras", get(list_cameras))
+        .route("/api/v1/centre/cameras", get(list_cameras).post(add_camera))
         .route("/api/v1/centre/cameras/{id}", patch(update_camera))
+        .route("/api/v1/centre/cameras/{id}/connection", put(set_connection))
         .route("/api/v1/centre/cameras/{id}/decommission", post(decommission_camera))
         .route("/api/v1/children", get(list_children).post(enrol_child))
         .route("/api/v1/children/{id}", get(get_child).patch(update_child))
@@ -88,7 +90,7 @@ async fn created<T: Serialize>(app: &AppState, p: &Principal, target: String, ou
     Ok((StatusCode::CREATED, changed(app, p, Action::CentreChanged, target, out).await?))
 }
 
-/// A camera id that is in the config file (the only place cameras are added).
+/// A camera being recorded (of the config file or added by an admin), else 404.
 fn configured(app: &AppState, id: &str) -> Result<CameraId> {
     Ok(app.hub(id)?.id().clone())
 }
@@ -221,13 +223,90 @@ async fn update_area(
 
 // ----- cameras -----
 
-/// Every camera of the config file with its placement, and any camera that has a
-/// placement but was removed from the config file (`in_config: false`).
+/// Every camera being recorded with its placement and where its settings come from
+/// (`source`: `config` or `database`), and any camera that has a placement but is no
+/// longer recorded (`in_config: false`, removed from the config file). Connection
+/// settings are shown without the password.
 async fn list_cameras(State(app): State<AppState>, _: Auth<CentreReaders>) -> Result<Json<Value>> {
     let centre = app.db.centre().await?;
-    let configs: Vec<_> = app.hubs.iter().map(|h| h.config.clone()).collect();
+    let configs: Vec<_> = app.fleet.hubs().iter().map(|h| h.config.clone()).collect();
     let cameras = merge_cameras(&configs, app.db.camera_placements(centre.id).await?);
-    Ok(Json(json!({ "cameras": cameras })))
+    let out: Vec<Value> = cameras
+        .iter()
+        .map(|c| {
+            let conf = configs.iter().find(|x| x.id == c.id);
+            let mut v = with_field(c, "source", to_json(&app.fleet.source(&c.id)));
+            if let (Some(conf), Value::Object(m)) = (conf, &mut v) {
+                m.insert("connection".into(), connection_json(conf));
+            }
+            v
+        })
+        .collect();
+    Ok(Json(json!({ "cameras": out })))
+}
+
+/// A camera's connection settings as shown and audited: never the password.
+fn connection_json(c: &CameraConfig) -> Value {
+    json!({
+        "url": c.url.as_str(),
+        "sub_url": c.sub_url.as_ref().map(|u| u.as_str()),
+        "username": c.username,
+        "has_password": c.password.is_some(),
+        "transport": match c.transport { RtspTransport::Tcp => "tcp", RtspTransport::Udp => "udp" },
+    })
+}
+
+fn camera_fields(fields: CameraFields) -> Result<CameraConfig> {
+    fields
+        .validate(EnvRefs::Literal)
+        .map_err(|(field, reason)| ApiError::Unprocessable(format!("{field}: {reason}")))
+}
+
+/// Adds a camera and starts recording it at once. Its id must be new: the config file's
+/// cameras are edited in the file. Answers 201 with the camera as listed.
+async fn add_camera(
+    State(app): State<AppState>,
+    Auth(p, _): Auth<AdminOnly>,
+    Body(fields): Body<CameraFields>,
+) -> Result<(StatusCode, Json<Value>)> {
+    let camera = camera_fields(fields)?;
+    if app.fleet.in_config_file(&camera.id) {
+        return Err(ApiError::Conflict(format!("camera {:?} is already defined in the config file", camera.id.as_str())));
+    }
+    app.db.add_camera(&camera, stamp(&p)).await?;
+    app.fleet.reconcile(&app.db).await?;
+    let out = json!({ "id": camera.id.as_str(), "name": camera.name, "source": "database", "connection": connection_json(&camera) });
+    created(&app, &p, format!("camera {}", camera.id), &out).await
+}
+
+/// The new name and connection settings of a camera an admin added; the camera
+/// reconnects with them at once (the segment in progress is closed first). Leaving
+/// `password` out keeps the stored one while `username` stays the same. Cameras of the
+/// config file are edited there (409).
+async fn set_connection(
+    State(app): State<AppState>,
+    Auth(p, _): Auth<AdminOnly>,
+    Path(id): Path<String>,
+    Body(mut fields): Body<serde_json::Map<String, Value>>,
+) -> Result<Json<Value>> {
+    let cam = configured(&app, &id)?;
+    if app.fleet.in_config_file(&cam) {
+        return Err(ApiError::Conflict(format!(
+            "camera {id:?} is defined in the config file; change its settings there and restart Cradle"
+        )));
+    }
+    let old = app.db.added_camera(&cam).await?.ok_or_else(|| ApiError::NotFound(format!("no added camera {id:?}")))?;
+    fields.insert("id".into(), Value::String(id.clone()));
+    let fields: CameraFields =
+        serde_json::from_value(Value::Object(fields)).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let mut camera = camera_fields(fields)?;
+    if camera.password.is_none() && camera.username.is_some() && camera.username == old.username {
+        camera.password = old.password;
+    }
+    app.db.update_added_camera(&camera, stamp(&p)).await?;
+    app.fleet.reconcile(&app.db).await?;
+    let out = json!({ "id": id, "name": camera.name, "source": "database", "connection": connection_json(&camera) });
+    changed(&app, &p, Action::CentreChanged, format!("camera {id}"), &out).await
 }
 
 async fn update_camera(

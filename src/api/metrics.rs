@@ -14,6 +14,7 @@ use crate::hub::CameraState;
 pub async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse> {
     let mut out = String::with_capacity(4096);
     let spooled = app.db.spooled_by_camera().await?;
+    let hubs = app.fleet.hubs();
     type Getter = fn(&crate::hub::CameraHub) -> f64;
     let series: [(&str, &str, &str, Getter); 8] = [
         ("cradle_camera_frames_total", "counter", "Frames received from the camera.", |h| {
@@ -43,19 +44,19 @@ pub async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse> {
     ];
     for (name, kind, help, get) in series {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        for h in app.hubs.iter() {
+        for h in hubs.iter() {
             let _ = writeln!(out, "{name}{{camera=\"{}\"}} {}", h.id(), get(h));
         }
     }
     let _ = writeln!(out, "# HELP cradle_camera_spool_backlog_segments Segments of the camera waiting for upload.");
     let _ = writeln!(out, "# TYPE cradle_camera_spool_backlog_segments gauge");
-    for h in app.hubs.iter() {
+    for h in hubs.iter() {
         let n = spooled.iter().find(|(c, _, _)| c == h.id().as_str()).map(|x| x.1).unwrap_or(0);
         let _ = writeln!(out, "cradle_camera_spool_backlog_segments{{camera=\"{}\"}} {n}", h.id());
     }
     let _ = writeln!(out, "# HELP cradle_camera_spool_backlog_bytes Bytes of the camera waiting for upload.");
     let _ = writeln!(out, "# TYPE cradle_camera_spool_backlog_bytes gauge");
-    for h in app.hubs.iter() {
+    for h in hubs.iter() {
         let b = spooled.iter().find(|(c, _, _)| c == h.id().as_str()).map(|x| x.2).unwrap_or(0);
         let _ = writeln!(out, "cradle_camera_spool_backlog_bytes{{camera=\"{}\"}} {b}", h.id());
     }

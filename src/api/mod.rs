@@ -35,7 +35,8 @@ type Result<T> = std::result::Result<T, ApiError>;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub hubs: Arc<Vec<Arc<CameraHub>>>,
+    /// The cameras being recorded (config file and added ones).
+    pub fleet: Arc<crate::fleet::Fleet>,
     pub db: Db,
     pub spool: Arc<SpoolStats>,
     pub storage_description: String,
@@ -44,9 +45,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    fn hub(&self, id: &str) -> Result<&Arc<CameraHub>> {
+    fn hub(&self, id: &str) -> Result<Arc<CameraHub>> {
         let id = CameraId::parse(id).map_err(|_| ApiError::NotFound(format!("no camera {id:?}")))?;
-        self.hubs.iter().find(|h| *h.id() == id).ok_or_else(|| ApiError::NotFound(format!("no camera {:?}", id.as_str())))
+        self.fleet.hub(&id).ok_or_else(|| ApiError::NotFound(format!("no camera {:?}", id.as_str())))
     }
 }
 
@@ -169,10 +170,10 @@ async fn camera_view(app: &AppState, h: &CameraHub) -> Result<CameraView> {
 /// for a parent only the viewable cameras of their children's classrooms.
 async fn visible_cameras(app: &AppState, p: &crate::auth::Principal) -> Result<Vec<Arc<CameraHub>>> {
     match p.role {
-        Role::Admin | Role::Operator | Role::Regulator | Role::Investigator => Ok(app.hubs.iter().cloned().collect()),
+        Role::Admin | Role::Operator | Role::Regulator | Role::Investigator => Ok(app.fleet.hubs()),
         Role::Parent => {
             let allowed = app.db.cameras_viewable_by_guardian(&p.username).await.map_err(|e| ApiError::Internal(e.into()))?;
-            Ok(app.hubs.iter().filter(|h| allowed.iter().any(|c| c.as_str() == h.id().as_str())).cloned().collect())
+            Ok(app.fleet.hubs().into_iter().filter(|h| allowed.iter().any(|c| c == h.id())).collect())
         }
         Role::Committee => Err(ApiError::Forbidden("the committee role reads the viewing audit, not cameras".into())),
     }
@@ -198,7 +199,7 @@ async fn get_camera(
             "camera {id:?} is not in a classroom of your children, or is not open to parents"
         )));
     }
-    Ok(Json(camera_view(&app, h).await?))
+    Ok(Json(camera_view(&app, &h).await?))
 }
 
 async fn status(State(app): State<AppState>, _: Auth<StatusReaders>) -> Result<Json<serde_json::Value>> {

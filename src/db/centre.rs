@@ -30,7 +30,7 @@ fn corrupt(what: String) -> CentreError {
 }
 
 /// A unique-index violation becomes a clear conflict; anything else stays a DB error.
-fn taken(e: sqlx::Error, message: impl FnOnce() -> String) -> CentreError {
+pub(crate) fn taken(e: sqlx::Error, message: impl FnOnce() -> String) -> CentreError {
     match e {
         sqlx::Error::Database(d) if d.is_unique_violation() => CentreError::Conflict(message()),
         e => e.into(),

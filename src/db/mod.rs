@@ -16,6 +16,7 @@ use crate::time::WallUs;
 
 pub mod accounts;
 pub mod audit;
+pub mod cameras;
 pub mod centre;
 
 static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -336,7 +336,9 @@ impl Server {
 
     pub async fn wait_recording(&self, id: &str, timeout: Duration) {
         wait_until(&format!("camera {id} recording"), timeout, || async {
-            self.camera(id).await["state"] == "recording"
+            // 404 until a camera added at run time has started.
+            let (status, v) = self.call(reqwest::Method::GET, &format!("/api/v1/cameras/{id}"), Some(&self.token), None).await;
+            status.is_success() && v["state"] == "recording"
         })
         .await
     }
