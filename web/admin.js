@@ -84,7 +84,13 @@ function formJson(form) {
 
 const DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 const DAY_ZH = { mon: "一", tue: "二", wed: "三", thu: "四", fri: "五", sat: "六", sun: "日" };
-const hours = (vh) => Object.entries(vh || {}).map(([d, h]) => `周${DAY_ZH[d] || d} ${h.start}–${h.end}`).join(" · ") || "不开放 closed";
+const hours = (vh) => {
+  const days = DAYS.filter((d) => vh && vh[d]);
+  if (days.length === 0) return "不开放 closed";
+  const span = (d) => `${vh[d].start}–${vh[d].end}`;
+  if (days.length === 7 && days.every((d) => span(d) === span("mon"))) return `每天 every day ${span("mon")}`;
+  return days.map((d) => `周${DAY_ZH[d]} ${span(d)}`).join(" · ");
+};
 const period = (p) => `${p.name} ${p.weekdays.map((d) => DAY_ZH[d] || d).join("")} ${p.start}–${p.end}`;
 const consent = (c) => (c ? `${c.state === "given" ? "已同意 given" : "已撤回 withdrawn"} (${c.by})` : "未记录 none");
 
@@ -106,7 +112,7 @@ async function load() {
   cf.elements["name"].value = c.name;
   cf.time_zone.value = c.time_zone;
   for (const d of DAYS) cf.querySelector(`input[name="day-${d}"]`).checked = Boolean(c.viewing_hours[d]);
-  const first = Object.values(c.viewing_hours)[0];
+  const first = c.viewing_hours[DAYS.find((d) => c.viewing_hours[d])];
   if (first) { cf.start.value = first.start; cf.end.value = first.end; }
 
   const roomList = listOf(rooms), areaList = listOf(areas);
