@@ -114,20 +114,15 @@ impl App {
             });
         }
         {
-            let (db, run_id, token) = (db.clone(), run_id.clone(), shutdown.clone());
-            aux.spawn(async move {
-                let mut tick = tokio::time::interval(HEARTBEAT);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {
-                            if let Err(e) = db.heartbeat(&run_id, now_us()).await {
-                                warn!("heartbeat: {e}");
-                            }
-                        }
-                        _ = token.cancelled() => return,
+            let (db, run_id) = (db.clone(), run_id.clone());
+            aux.spawn(every(HEARTBEAT, shutdown.clone(), move || {
+                let (db, run_id) = (db.clone(), run_id.clone());
+                async move {
+                    if let Err(e) = db.heartbeat(&run_id, now_us()).await {
+                        warn!("heartbeat: {e}");
                     }
                 }
-            });
+            }));
         }
 
         let spool_stats = Arc::new(SpoolStats::default());
@@ -154,20 +149,15 @@ impl App {
         // Cameras added by an admin: now, then every few seconds (the CLI writes the
         // database directly; the API also reconciles at once).
         {
-            let (fleet, db, token) = (fleet.clone(), db.clone(), shutdown.clone());
-            aux.spawn(async move {
-                let mut tick = tokio::time::interval(RECONCILE_CAMERAS);
-                loop {
-                    tokio::select! {
-                        _ = tick.tick() => {
-                            if let Err(e) = fleet.reconcile(&db).await {
-                                warn!("cameras added by admins: {e}");
-                            }
-                        }
-                        _ = token.cancelled() => return,
+            let (fleet, db) = (fleet.clone(), db.clone());
+            aux.spawn(every(RECONCILE_CAMERAS, shutdown.clone(), move || {
+                let (fleet, db) = (fleet.clone(), db.clone());
+                async move {
+                    if let Err(e) = fleet.reconcile(&db).await {
+                        warn!("cameras added by admins: {e}");
                     }
                 }
-            });
+            }));
         }
 
         let state = AppState {
@@ -205,6 +195,21 @@ impl App {
         db.close().await;
         info!("stopped");
         Ok(())
+    }
+}
+
+/// Runs `job` now and then every `period` until `stop`.
+async fn every<F, Fut>(period: Duration, stop: CancellationToken, mut job: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => job().await,
+            _ = stop.cancelled() => return,
+        }
     }
 }
 

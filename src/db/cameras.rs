@@ -17,6 +17,18 @@ fn transport_str(t: RtspTransport) -> &'static str {
     }
 }
 
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds name, url, sub_url, username, password, transport, in that order.
+fn bind_settings<'q>(q: Query<'q>, c: &CameraConfig) -> Query<'q> {
+    q.bind(c.name.clone())
+        .bind(c.url.as_str().to_owned())
+        .bind(c.sub_url.as_ref().map(|u| u.as_str().to_owned()))
+        .bind(c.username.clone())
+        .bind(c.password.clone())
+        .bind(transport_str(c.transport))
+}
+
 fn camera_from(r: &AnyRow) -> std::result::Result<CameraConfig, String> {
     let fields = CameraFields {
         id: r.try_get("id").map_err(|e| e.to_string())?,
@@ -52,18 +64,13 @@ impl Db {
 
     /// Stores a new camera; 409 if the id is taken.
     pub async fn add_camera(&self, c: &CameraConfig, stamp: Stamp<'_>) -> Result<()> {
-        sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO cameras (id, name, url, sub_url, username, password, transport,
                                   created_at_us, created_by, updated_at_us, updated_by)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $8, $9)",
         )
-        .bind(c.id.as_str())
-        .bind(&c.name)
-        .bind(c.url.as_str())
-        .bind(c.sub_url.as_ref().map(|u| u.as_str().to_owned()))
-        .bind(c.username.clone())
-        .bind(c.password.clone())
-        .bind(transport_str(c.transport))
+        .bind(c.id.as_str());
+        bind_settings(q, c)
         .bind(stamp.at_us)
         .bind(stamp.by)
         .execute(&self.pool)
@@ -75,17 +82,12 @@ impl Db {
     /// Replaces an added camera's name and connection settings; 404 if it was not added
     /// here (config-file cameras are edited in the file).
     pub async fn update_added_camera(&self, c: &CameraConfig, stamp: Stamp<'_>) -> Result<()> {
-        let n = sqlx::query(
+        let q = sqlx::query(
             "UPDATE cameras SET name = $1, url = $2, sub_url = $3, username = $4, password = $5, transport = $6,
                                 updated_at_us = $7, updated_by = $8
              WHERE id = $9",
-        )
-        .bind(&c.name)
-        .bind(c.url.as_str())
-        .bind(c.sub_url.as_ref().map(|u| u.as_str().to_owned()))
-        .bind(c.username.clone())
-        .bind(c.password.clone())
-        .bind(transport_str(c.transport))
+        );
+        let n = bind_settings(q, c)
         .bind(stamp.at_us)
         .bind(stamp.by)
         .bind(c.id.as_str())
