@@ -8,7 +8,8 @@
 # - Debian packages: ffmpeg (ffprobe is the tests' independent decoder),
 #   GStreamer + its RTSP server with Python bindings (tests/support/
 #   gst_camera.py, the fake camera), PostgreSQL 15 server binaries
-#   (scripts/postgres.sh), curl (scripts/garage.sh's S3 probe).
+#   (scripts/postgres.sh), curl (scripts/garage.sh's S3 probe), chromium and
+#   python3-websocket (tests/web/*.py drive the pages over DevTools).
 # - Garage 2.x (S3 server, scripts/garage.sh), built with cargo because
 #   Debian does not package it.  This takes several minutes the first time.
 #
@@ -30,6 +31,8 @@ readonly APT_PACKAGES=(
     gstreamer1.0-plugins-bad    # x265enc
     gstreamer1.0-x              # timeoverlay (pango plugin)
     gstreamer1.0-tools
+    chromium                    # headless browser tests (tests/web/*.py, over CDP)
+    python3-websocket           # the DevTools protocol client for those tests
     postgresql                  # server binaries in /usr/lib/postgresql/15/bin
     # C toolchain for `cargo install garage` (bundled sqlite/lmdb/libsodium).
     build-essential
@@ -137,7 +140,7 @@ install_garage() {
 # Fail here, with a clear message, rather than in the middle of a test.
 verify() {
     local el bin
-    for bin in ffmpeg ffprobe gst-inspect-1.0 curl /usr/lib/postgresql/15/bin/initdb \
+    for bin in ffmpeg ffprobe gst-inspect-1.0 curl chromium /usr/lib/postgresql/15/bin/initdb \
         /usr/lib/postgresql/15/bin/pg_ctl /usr/lib/postgresql/15/bin/psql; do
         command -v "$bin" >/dev/null 2>&1 || die "$bin not found after install"
     done
@@ -153,6 +156,7 @@ gi.require_version("GstRtsp", "1.0")
 gi.require_version("GstRtspServer", "1.0")
 from gi.repository import Gst, GstRtsp, GstRtspServer  # noqa: F401
 EOF
+    /usr/bin/python3 -c "import websocket" || die "/usr/bin/python3 cannot import websocket (python3-websocket)"
     log "all test dependencies present"
 }
 

@@ -224,7 +224,7 @@ async fn configured_camera(db: &Db, config: &Config, id: &str) -> Result<CameraI
     if let Some(c) = config.cameras.iter().find(|c| c.id.as_str() == id) {
         return Ok(c.id.clone());
     }
-    let missing = || invalid(format!("camera {id:?} is neither in {} nor added (camera-add)", config.path.display()));
+    let missing = || invalid(format!("camera {id:?} is not in {} and was not added (camera-add)", config.path.display()));
     let cam = CameraId::parse(id).map_err(|_| missing())?;
     match db.added_camera(&cam).await? {
         Some(c) => Ok(c.id),

@@ -110,3 +110,35 @@ async fn without_demo_mode_there_are_no_default_accounts() {
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
 }
+
+/// The sign-in and admin pages in headless Chromium on a phone-sized screen: signed out,
+/// /admin leads to /login and back; every table fills; adding an area through the page
+/// works (cookie and CSRF token). The screenshot is kept in target/test-artifacts/.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_page_signs_in_and_manages_the_centre_in_a_browser_on_a_phone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = ServerSpec::new(Backend::Sqlite, dir.path()).await;
+    demo_spec_cameras(&mut spec);
+    let server = spec.start_with(&["--demo"]).await;
+    let accounts: Value =
+        serde_json::from_slice(&std::fs::read(spec.dir.join("data").join("demo-accounts.json")).unwrap()).unwrap();
+    let admin = accounts.as_array().unwrap().iter().find(|a| a["role"] == "admin").unwrap();
+    let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/web/admin_page.py");
+    let out = tokio::process::Command::new("/usr/bin/python3")
+        .arg(script)
+        .args([&server.base, admin["username"].as_str().unwrap(), admin["password"].as_str().unwrap()])
+        .arg(artifacts.join("admin-page-phone.png"))
+        .output()
+        .await
+        .expect("run tests/web/admin_page.py");
+    assert!(
+        out.status.success(),
+        "{}{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+}
