@@ -69,6 +69,8 @@ pub struct CameraConfig {
     pub password: Option<String>,
     pub sub_url: Option<Url>,
     pub transport: RtspTransport,
+    /// Days this camera's footage is kept, when longer than `[retention] days`.
+    pub retention_days: Option<u32>,
 }
 
 #[derive(Clone, Debug)]
@@ -80,6 +82,12 @@ pub struct StorageConfig {
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
     pub allow_http: bool,
+    /// Write every segment with S3 Object Lock in COMPLIANCE mode, retained until its
+    /// start plus the retention floor (the bucket must have Object Lock enabled).
+    pub object_lock: bool,
+    /// What the store can hold, for the storage forecast. A local directory's file
+    /// system reports its own size; an S3 bucket has no size, so say it here.
+    pub capacity_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -119,6 +127,10 @@ pub struct Config {
     pub cameras: Vec<CameraConfig>,
     pub demo: Option<DemoConfig>,
     pub auth: AuthConfig,
+    pub retention: RetentionConfig,
+    pub policy: PolicyConfig,
+    pub watchdog: WatchdogConfig,
+    pub alarms: AlarmsConfig,
     /// The address users reach Cradle at (behind a TLS proxy: `https://…`). Session
     /// cookies are marked `Secure` when it is https.
     pub public_url: Option<Url>,
@@ -149,6 +161,119 @@ impl Default for AuthConfig {
     }
 }
 
+/// The retention floor the rules set: no footage younger than this is ever deleted, and
+/// no setting may lower it. Policy profiles may raise it.
+pub const RETENTION_FLOOR_DAYS: u32 = 90;
+
+#[derive(Clone, Debug)]
+pub struct RetentionConfig {
+    /// Days footage is kept (≥ the policy's floor); cameras may keep longer.
+    pub days: u32,
+    /// How often the sweeper deletes expired footage.
+    pub sweep_interval: Duration,
+    /// Segments deleted per batch (one multi-object delete, three statements).
+    pub sweep_batch: usize,
+    /// How often the reconciler compares the index with the bucket.
+    pub reconcile_interval: Duration,
+}
+
+/// Jurisdiction rules. A profile can only make Cradle stricter than the national floor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// 90 days; parents may watch live.
+    National,
+    /// 90 days; no parent live view.
+    Beijing,
+}
+
+impl Profile {
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::National => "national",
+            Profile::Beijing => "beijing",
+        }
+    }
+
+    /// The retention floor of this profile: never below [`RETENTION_FLOOR_DAYS`].
+    pub fn floor_days(self) -> u32 {
+        match self {
+            Profile::National | Profile::Beijing => RETENTION_FLOOR_DAYS,
+        }
+    }
+
+    pub fn parent_live_view(self) -> bool {
+        match self {
+            Profile::National => true,
+            Profile::Beijing => false,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct PolicyConfig {
+    pub profile: Profile,
+    /// The floor in force: the profile's, or higher if `[policy] floor_days` raises it.
+    pub floor_days: u32,
+    /// Parents may watch live (the profile may forbid it; the file can only forbid more).
+    pub parent_live_view: bool,
+}
+
+/// Thresholds of the per-camera watchdog.
+#[derive(Clone, Debug)]
+pub struct WatchdogConfig {
+    /// A camera without a frame for this long raises `no_frames`.
+    pub no_frames: Duration,
+    /// This many reconnects within `reconnect_window` raise `reconnect_storm`.
+    pub reconnect_storm_count: u32,
+    pub reconnect_window: Duration,
+    /// Frame rate or bitrate below this fraction of the camera's own recent baseline
+    /// raises `frame_rate_collapse` / `bitrate_collapse`.
+    pub collapse_ratio: f64,
+    /// The camera's clock (RTCP sender reports) or its RTP clock rate may differ from the
+    /// server's by at most this much before `clock_drift` is raised.
+    pub max_clock_skew: Duration,
+    /// Uploads failing for this long raise `upload_failing`.
+    pub upload_failing_after: Duration,
+    /// A spool backlog whose oldest segment waits longer than this raises `spool_backlog`.
+    pub spool_backlog_after: Duration,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        WatchdogConfig {
+            no_frames: Duration::from_secs(10),
+            reconnect_storm_count: 5,
+            reconnect_window: Duration::from_secs(300),
+            collapse_ratio: 0.5,
+            max_clock_skew: Duration::from_secs(3),
+            upload_failing_after: Duration::from_secs(30),
+            spool_backlog_after: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct AlarmsConfig {
+    /// Alarms are POSTed here as JSON, signed with `webhook_secret` (HMAC-SHA256).
+    pub webhook_url: Option<Url>,
+    pub webhook_secret: Option<String>,
+    /// An active, unacknowledged alarm is sent again after this, then twice as long each
+    /// time, up to `renotify_max`.
+    pub renotify_initial: Duration,
+    pub renotify_max: Duration,
+}
+
+impl Default for AlarmsConfig {
+    fn default() -> Self {
+        AlarmsConfig {
+            webhook_url: None,
+            webhook_secret: None,
+            renotify_initial: Duration::from_secs(300),
+            renotify_max: Duration::from_secs(4 * 3600),
+        }
+    }
+}
+
 // ---- the file as written -------------------------------------------------------------------
 
 #[derive(Deserialize)]
@@ -163,6 +288,48 @@ struct RawConfig {
     cameras: Vec<CameraFields>,
     demo: Option<RawDemo>,
     auth: Option<RawAuth>,
+    retention: Option<RawRetention>,
+    policy: Option<RawPolicy>,
+    watchdog: Option<RawWatchdog>,
+    alarms: Option<RawAlarms>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRetention {
+    days: Option<i64>,
+    sweep_minutes: Option<u64>,
+    sweep_batch: Option<usize>,
+    reconcile_minutes: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    profile: Option<String>,
+    floor_days: Option<i64>,
+    parent_live_view: Option<bool>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWatchdog {
+    no_frames_seconds: Option<u64>,
+    reconnect_storm_count: Option<u32>,
+    reconnect_window_seconds: Option<u64>,
+    collapse_ratio: Option<f64>,
+    max_clock_skew_ms: Option<u64>,
+    upload_failing_seconds: Option<u64>,
+    spool_backlog_seconds: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAlarms {
+    webhook_url: Option<String>,
+    webhook_secret: Option<String>,
+    renotify_minutes: Option<u64>,
+    renotify_max_minutes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -199,6 +366,9 @@ struct RawStorage {
     secret_access_key: Option<String>,
     #[serde(default)]
     allow_http: bool,
+    #[serde(default)]
+    object_lock: bool,
+    capacity_gb: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -233,6 +403,9 @@ pub struct CameraFields {
     pub sub_url: Option<String>,
     #[serde(default)]
     pub transport: Option<String>,
+    /// Days to keep this camera's footage, above `[retention] days` (never below).
+    #[serde(default)]
+    pub retention_days: Option<i64>,
 }
 
 /// Where `${VAR}` references in a camera's fields may be expanded from the environment:
@@ -270,7 +443,15 @@ impl CameraFields {
             Some(n) => n.trim().to_owned(),
             None => id.to_string(),
         };
-        Ok(CameraConfig { name, id, url, username, password, sub_url, transport })
+        let retention_days = match self.retention_days {
+            None => None,
+            Some(d) if d < i64::from(RETENTION_FLOOR_DAYS) => {
+                return Err(("retention_days", below_floor(d, RETENTION_FLOOR_DAYS)));
+            }
+            Some(d) if d > 36_500 => return Err(("retention_days", format!("{d} days is more than 100 years"))),
+            Some(d) => Some(d as u32),
+        };
+        Ok(CameraConfig { name, id, url, username, password, sub_url, transport, retention_days })
     }
 }
 
@@ -347,8 +528,13 @@ impl Config {
                     access_key_id: opt(s.access_key_id, "storage.access_key_id")?,
                     secret_access_key: opt(s.secret_access_key, "storage.secret_access_key")?,
                     allow_http: s.allow_http,
+                    object_lock: s.object_lock,
+                    capacity_bytes: s.capacity_gb.map(|g| g << 30),
                     url,
                 };
+                if st.object_lock && !st.url.starts_with("s3://") {
+                    return Err(err("storage.object_lock", "Object Lock is an S3 feature; a file:// store cannot lock objects".into()));
+                }
                 if let Some(bucket) = st.url.strip_prefix("s3://") {
                     if bucket.is_empty() || bucket.starts_with('/') {
                         return Err(err("storage.url", "s3:// URL needs a bucket name: s3://BUCKET[/prefix]".into()));
@@ -365,6 +551,8 @@ impl Config {
                 access_key_id: None,
                 secret_access_key: None,
                 allow_http: false,
+                object_lock: false,
+                capacity_bytes: None,
             },
         };
 
@@ -389,12 +577,25 @@ impl Config {
             max_bytes: sp.max_mb.map(|m| m << 20),
         };
 
+        let policy = parse_policy(raw.policy.unwrap_or_default(), &err)?;
+        let retention = parse_retention(raw.retention.unwrap_or_default(), &policy, &err)?;
+        let watchdog = parse_watchdog(raw.watchdog.unwrap_or_default(), &err)?;
+        let alarms = parse_alarms(raw.alarms.unwrap_or_default(), &err)?;
+
         let mut cameras = Vec::with_capacity(raw.cameras.len());
         let mut seen = HashSet::new();
         for (i, c) in raw.cameras.into_iter().enumerate() {
             let camera = c.validate(EnvRefs::Expand).map_err(|(k, r)| err(&format!("cameras[{i}].{k}"), r))?;
             if !seen.insert(camera.id.clone()) {
                 return Err(err(&format!("cameras[{i}].id"), format!("duplicate camera id {:?}", camera.id.as_str())));
+            }
+            if let Some(d) = camera.retention_days {
+                if d < retention.days {
+                    return Err(err(
+                        &format!("cameras[{i}].retention_days"),
+                        format!("{d} is shorter than [retention] days = {}: a camera may keep footage longer, never shorter", retention.days),
+                    ));
+                }
             }
             cameras.push(camera);
         }
@@ -412,6 +613,10 @@ impl Config {
 
         Ok(Config {
             auth,
+            retention,
+            policy,
+            watchdog,
+            alarms,
             public_url,
             path: path.to_owned(),
             listen,
@@ -468,6 +673,152 @@ fn parse_auth(raw: Option<RawAuth>, err: &dyn Fn(&str, String) -> ConfigError) -
         c.failure_window = Duration::from_secs(in_range("auth.failure_window_minutes", m, 1, 24 * 60)? * 60);
     }
     Ok(c)
+}
+
+/// The message every path that tries to keep footage for less than the floor gets.
+pub fn below_floor(days: i64, floor: u32) -> String {
+    format!(
+        "{days} days is below the {floor}-day retention floor: footage must be kept at least {floor} days \
+         (the rules for childcare centres), and no setting can shorten that"
+    )
+}
+
+fn parse_policy(p: RawPolicy, err: &dyn Fn(&str, String) -> ConfigError) -> Result<PolicyConfig, ConfigError> {
+    let profile = match p.profile.as_deref() {
+        None | Some("national") => Profile::National,
+        Some("beijing") => Profile::Beijing,
+        Some(other) => {
+            return Err(err("policy.profile", format!("{other:?} is not a profile; use \"national\" or \"beijing\"")))
+        }
+    };
+    let floor_days = match p.floor_days {
+        None => profile.floor_days(),
+        Some(d) if d < i64::from(profile.floor_days()) => {
+            return Err(err(
+                "policy.floor_days",
+                format!(
+                    "{}; profile {:?} sets {} days and a floor can only be raised",
+                    below_floor(d, profile.floor_days()),
+                    profile.name(),
+                    profile.floor_days()
+                ),
+            ))
+        }
+        Some(d) if d > 36_500 => return Err(err("policy.floor_days", format!("{d} days is more than 100 years"))),
+        Some(d) => d as u32,
+    };
+    let parent_live_view = match p.parent_live_view {
+        Some(true) if !profile.parent_live_view() => {
+            return Err(err(
+                "policy.parent_live_view",
+                format!("profile {:?} does not allow parents to watch live; a setting cannot allow it", profile.name()),
+            ))
+        }
+        Some(v) => v,
+        None => profile.parent_live_view(),
+    };
+    Ok(PolicyConfig { profile, floor_days, parent_live_view })
+}
+
+fn parse_retention(
+    r: RawRetention,
+    policy: &PolicyConfig,
+    err: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<RetentionConfig, ConfigError> {
+    let days = match r.days {
+        None => policy.floor_days,
+        Some(d) if d < i64::from(policy.floor_days) => {
+            return Err(err("retention.days", below_floor(d, policy.floor_days)));
+        }
+        Some(d) if d > 36_500 => return Err(err("retention.days", format!("{d} days is more than 100 years"))),
+        Some(d) => d as u32,
+    };
+    let minutes = |key: &str, v: Option<u64>, default: u64| -> Result<Duration, ConfigError> {
+        let m = v.unwrap_or(default);
+        if !(1..=24 * 60).contains(&m) {
+            return Err(err(key, format!("{m} is outside 1..=1440 minutes")));
+        }
+        Ok(Duration::from_secs(m * 60))
+    };
+    let sweep_batch = r.sweep_batch.unwrap_or(1000);
+    if !(1..=1000).contains(&sweep_batch) {
+        return Err(err("retention.sweep_batch", format!("{sweep_batch} is outside 1..=1000 (S3 deletes at most 1000 objects per request)")));
+    }
+    Ok(RetentionConfig {
+        days,
+        sweep_interval: minutes("retention.sweep_minutes", r.sweep_minutes, 60)?,
+        sweep_batch,
+        reconcile_interval: minutes("retention.reconcile_minutes", r.reconcile_minutes, 10)?,
+    })
+}
+
+fn parse_watchdog(w: RawWatchdog, err: &dyn Fn(&str, String) -> ConfigError) -> Result<WatchdogConfig, ConfigError> {
+    let d = WatchdogConfig::default();
+    let secs = |key: &str, v: Option<u64>, default: Duration, lo: u64, hi: u64| -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) if (lo..=hi).contains(&s) => Ok(Duration::from_secs(s)),
+            Some(s) => Err(err(key, format!("{s} is outside {lo}..={hi} seconds"))),
+        }
+    };
+    let collapse_ratio = w.collapse_ratio.unwrap_or(d.collapse_ratio);
+    if !(0.05..=0.95).contains(&collapse_ratio) {
+        return Err(err("watchdog.collapse_ratio", format!("{collapse_ratio} is outside 0.05..=0.95")));
+    }
+    let reconnect_storm_count = w.reconnect_storm_count.unwrap_or(d.reconnect_storm_count);
+    if !(2..=1000).contains(&reconnect_storm_count) {
+        return Err(err("watchdog.reconnect_storm_count", format!("{reconnect_storm_count} is outside 2..=1000")));
+    }
+    let max_clock_skew = match w.max_clock_skew_ms {
+        None => d.max_clock_skew,
+        Some(ms) if (100..=3_600_000).contains(&ms) => Duration::from_millis(ms),
+        Some(ms) => return Err(err("watchdog.max_clock_skew_ms", format!("{ms} is outside 100..=3600000"))),
+    };
+    Ok(WatchdogConfig {
+        // "Within seconds": a camera silent for longer than a minute unnoticed is a hole.
+        no_frames: secs("watchdog.no_frames_seconds", w.no_frames_seconds, d.no_frames, 2, 60)?,
+        reconnect_storm_count,
+        reconnect_window: secs("watchdog.reconnect_window_seconds", w.reconnect_window_seconds, d.reconnect_window, 10, 86_400)?,
+        collapse_ratio,
+        max_clock_skew,
+        upload_failing_after: secs("watchdog.upload_failing_seconds", w.upload_failing_seconds, d.upload_failing_after, 1, 86_400)?,
+        spool_backlog_after: secs("watchdog.spool_backlog_seconds", w.spool_backlog_seconds, d.spool_backlog_after, 1, 86_400)?,
+    })
+}
+
+fn parse_alarms(a: RawAlarms, err: &dyn Fn(&str, String) -> ConfigError) -> Result<AlarmsConfig, ConfigError> {
+    let d = AlarmsConfig::default();
+    let webhook_url = a
+        .webhook_url
+        .map(|u| {
+            let u = expand_env(&u).map_err(|r| err("alarms.webhook_url", r))?;
+            match Url::parse(&u) {
+                Ok(url) if url.scheme() == "http" || url.scheme() == "https" => Ok(url),
+                Ok(_) => Err(err("alarms.webhook_url", format!("{u:?} must be an http:// or https:// URL"))),
+                Err(e) => Err(err("alarms.webhook_url", format!("{u:?} is not a URL ({e})"))),
+            }
+        })
+        .transpose()?;
+    let webhook_secret = a.webhook_secret.map(|s| expand_env(&s).map_err(|r| err("alarms.webhook_secret", r))).transpose()?;
+    match (&webhook_url, &webhook_secret) {
+        (Some(_), None) => {
+            return Err(err("alarms.webhook_secret", "a webhook needs a secret to sign its requests (HMAC-SHA256)".into()))
+        }
+        (_, Some(s)) if s.len() < 16 => {
+            return Err(err("alarms.webhook_secret", "use at least 16 characters".into()))
+        }
+        _ => {}
+    }
+    let minutes = |key: &str, v: Option<u64>, default: Duration| -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(m) if (1..=7 * 24 * 60).contains(&m) => Ok(Duration::from_secs(m * 60)),
+            Some(m) => Err(err(key, format!("{m} is outside 1..=10080 minutes"))),
+        }
+    };
+    let renotify_initial = minutes("alarms.renotify_minutes", a.renotify_minutes, d.renotify_initial)?;
+    let renotify_max = minutes("alarms.renotify_max_minutes", a.renotify_max_minutes, d.renotify_max)?.max(renotify_initial);
+    Ok(AlarmsConfig { webhook_url, webhook_secret, renotify_initial, renotify_max })
 }
 
 /// Replaces every `${NAME}` with the environment variable NAME, so secrets can stay
@@ -553,6 +904,55 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.key, "cameras[0].password");
         assert!(e.reason.contains("CRADLE_TEST_UNSET_Y"));
+    }
+
+    #[test]
+    fn retention_below_the_floor_is_refused_everywhere() {
+        let c = parse("[server]\n").unwrap();
+        assert_eq!(c.retention.days, 90);
+        assert_eq!(c.policy.floor_days, 90);
+        let e = parse("[server]\n[retention]\ndays = 30\n").unwrap_err();
+        assert_eq!(e.key, "retention.days");
+        assert!(e.reason.contains("90-day retention floor"), "{e}");
+        let e = parse("[server]\n[policy]\nfloor_days = 60\n").unwrap_err();
+        assert_eq!(e.key, "policy.floor_days");
+        assert!(e.reason.contains("90-day"), "{e}");
+        let e = parse("[server]\n[[cameras]]\nid=\"a\"\nurl=\"rtsp://h/1\"\nretention_days = 7\n").unwrap_err();
+        assert_eq!(e.key, "cameras[0].retention_days");
+        assert!(e.reason.contains("90-day"), "{e}");
+        // Raising is fine, and a camera may keep longer than the centre.
+        let c = parse("[server]\n[policy]\nfloor_days = 120\n[[cameras]]\nid=\"a\"\nurl=\"rtsp://h/1\"\nretention_days = 365\n")
+            .unwrap();
+        assert_eq!((c.policy.floor_days, c.retention.days, c.cameras[0].retention_days), (120, 120, Some(365)));
+        let e = parse("[server]\n[policy]\nfloor_days = 120\n[retention]\ndays = 100\n").unwrap_err();
+        assert!(e.reason.contains("120-day"), "{e}");
+        let e = parse("[server]\n[retention]\ndays = 200\n[[cameras]]\nid=\"a\"\nurl=\"rtsp://h/1\"\nretention_days = 100\n")
+            .unwrap_err();
+        assert_eq!(e.key, "cameras[0].retention_days");
+    }
+
+    #[test]
+    fn profiles_only_tighten() {
+        let c = parse("[server]\n[policy]\nprofile = \"beijing\"\n").unwrap();
+        assert!(!c.policy.parent_live_view);
+        assert!(c.policy.floor_days >= RETENTION_FLOOR_DAYS);
+        let e = parse("[server]\n[policy]\nprofile = \"beijing\"\nparent_live_view = true\n").unwrap_err();
+        assert_eq!(e.key, "policy.parent_live_view");
+        let c = parse("[server]\n[policy]\nparent_live_view = false\n").unwrap();
+        assert!(!c.policy.parent_live_view);
+        let e = parse("[server]\n[policy]\nprofile = \"mars\"\n").unwrap_err();
+        assert_eq!(e.key, "policy.profile");
+        for p in [Profile::National, Profile::Beijing] {
+            assert!(p.floor_days() >= RETENTION_FLOOR_DAYS);
+        }
+    }
+
+    #[test]
+    fn webhook_needs_a_secret() {
+        let e = parse("[server]\n[alarms]\nwebhook_url = \"http://h/x\"\n").unwrap_err();
+        assert_eq!(e.key, "alarms.webhook_secret");
+        let e = parse("[server]\n[storage]\nurl = \"file:///tmp/x\"\nobject_lock = true\n").unwrap_err();
+        assert_eq!(e.key, "storage.object_lock");
     }
 
     #[test]

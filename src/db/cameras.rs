@@ -38,6 +38,8 @@ fn camera_from(r: &AnyRow) -> std::result::Result<CameraConfig, String> {
         password: r.try_get("password").map_err(|e| e.to_string())?,
         sub_url: r.try_get("sub_url").map_err(|e| e.to_string())?,
         transport: r.try_get("transport").map_err(|e| e.to_string())?,
+        // Added cameras keep the centre's retention (no column yet).
+        retention_days: None,
     };
     fields.validate(EnvRefs::Literal).map_err(|(k, reason)| format!("{k}: {reason}"))
 }
