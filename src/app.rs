@@ -160,7 +160,15 @@ impl App {
             }));
         }
 
+        let alarms = crate::alarms::Alarms::new(
+            db.clone(),
+            config.alarms.clone(),
+            config.public_url.as_ref().map(|u| u.to_string()).unwrap_or_else(|| format!("http://{}", config.listen)),
+        );
+        aux.spawn(alarms.clone().run_renotifier(shutdown.clone()));
         let state = AppState {
+            alarms: alarms.clone(),
+            config: Arc::new(config.clone()),
             fleet: fleet.clone(),
             db: db.clone(),
             spool: spool_stats,

@@ -5,6 +5,7 @@
 //! → [`storage`] + [`db`] index; [`api`] serves state and recordings over HTTP;
 //! [`camsim`] simulates cameras for the demo, tests and benchmarks.
 
+pub mod alarms;
 pub mod api;
 pub mod app;
 pub mod audit;

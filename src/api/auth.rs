@@ -84,6 +84,8 @@ policy!(/// A parent's own children.
     Parents, "a parent's own children", [Parent]);
 policy!(/// The pipeline's health: spool, storage, cameras' technical state.
     StatusReaders, "the system status", [Admin, Operator, Regulator]);
+policy!(/// Acting on alarms (acknowledging them).
+    Operators, "acting on alarms", [Admin, Operator]);
 policy!(/// Recording metadata (segments and gaps), not the video itself. Investigators
     /// will see it only inside an approved evidence request (not built yet).
     RecordingReaders, "recordings", [Admin, Operator, Regulator]);

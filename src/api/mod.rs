@@ -5,6 +5,7 @@
 //! Every `/api/v1` route except login takes an `auth::Auth<Policy>` extractor: the
 //! policy names the roles allowed, so a handler cannot forget to check.
 
+mod alarms;
 pub mod auth;
 mod centre;
 mod error;
@@ -42,6 +43,9 @@ pub struct AppState {
     pub storage_description: String,
     pub started_us: i64,
     pub auth: Arc<AuthState>,
+    pub alarms: crate::alarms::Alarms,
+    /// The configuration the server started with (retention, policy, watchdog …).
+    pub config: Arc<crate::config::Config>,
 }
 
 impl AppState {
@@ -93,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cameras/{id}", get(get_camera))
         .route("/api/v1/cameras/{id}/recordings", get(recordings))
         .merge(centre::routes())
+        .merge(alarms::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)
 }

@@ -873,6 +873,13 @@ impl Db {
         .bind(camera.as_str())
         .execute(&mut *tx)
         .await?;
+        // The event explains the camera's gaps from now on (coverage: `decommissioned`).
+        sqlx::query("INSERT INTO events (camera_id, at_us, kind, detail) VALUES ($1, $2, 'decommissioned', $3)")
+            .bind(camera.as_str())
+            .bind(stamp.at_us)
+            .bind(format!("decommissioned by {}: {reason}", stamp.by))
+            .execute(&mut *tx)
+            .await?;
         let after = lock_camera(&mut tx, centre, camera, stamp).await?;
         tx.commit().await?;
         Ok(after)

@@ -100,6 +100,11 @@ impl Db {
         Ok(db)
     }
 
+    /// The pool, for modules that keep their own tables (alarms).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
