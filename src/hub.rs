@@ -71,6 +71,15 @@ impl CameraState {
     }
 }
 
+/// The watchdog's verdict on a camera: its state-machine state (`starting`,
+/// `recording`, `degraded`, `stalled`, `offline`, `decommissioned`), since when, and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Health {
+    pub state: &'static str,
+    pub since_us: WallUs,
+    pub detail: String,
+}
+
 /// Counters read by /metrics and the API; written with relaxed atomics on the hot path.
 #[derive(Default, Debug)]
 pub struct CameraStats {
@@ -92,6 +101,7 @@ pub struct CameraHub {
     pub config: CameraConfig,
     pub stats: CameraStats,
     state: Mutex<CameraState>,
+    health: Mutex<Health>,
     codec: Mutex<Option<String>>,
     broadcast: broadcast::Sender<Arc<Frame>>,
 }
@@ -103,6 +113,7 @@ impl CameraHub {
             config,
             stats: CameraStats::default(),
             state: Mutex::new(CameraState::Connecting),
+            health: Mutex::new(Health { state: "starting", since_us: crate::time::now_us(), detail: String::new() }),
             codec: Mutex::new(None),
             broadcast,
         })
@@ -118,6 +129,15 @@ impl CameraHub {
 
     pub fn set_state(&self, s: CameraState) {
         *self.state.lock().unwrap() = s;
+    }
+
+    /// The watchdog's view of this camera (see [`Health`]).
+    pub fn health(&self) -> Health {
+        self.health.lock().unwrap().clone()
+    }
+
+    pub fn set_health(&self, h: Health) {
+        *self.health.lock().unwrap() = h;
     }
 
     pub fn codec(&self) -> Option<String> {
