@@ -12,6 +12,8 @@
 #   python3-websocket (tests/web/*.py drive the pages over DevTools).
 # - Garage 2.x (S3 server, scripts/garage.sh), built with cargo because
 #   Debian does not package it.  This takes several minutes the first time.
+# - moto[server] (an S3 server with Object Lock, which Garage lacks) in a
+#   virtualenv of its own (scripts/moto.sh install; needs python3-venv).
 #
 # Needs root (or sudo) only when Debian packages are missing.
 set -euo pipefail
@@ -33,6 +35,7 @@ readonly APT_PACKAGES=(
     gstreamer1.0-tools
     chromium                    # headless browser tests (tests/web/*.py, over CDP)
     python3-websocket           # the DevTools protocol client for those tests
+    python3-venv                # scripts/moto.sh's virtualenv (S3 Object Lock tests)
     postgresql                  # server binaries in /usr/lib/postgresql/15/bin
     # C toolchain for `cargo install garage` (bundled sqlite/lmdb/libsodium).
     build-essential
@@ -163,6 +166,7 @@ EOF
 main() {
     install_apt_packages
     install_garage
+    bash "$(dirname "${BASH_SOURCE[0]}")/moto.sh" install || die "installing moto (scripts/moto.sh) failed"
     verify
 }
 

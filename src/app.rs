@@ -59,7 +59,18 @@ impl App {
             None => None,
         };
         let db = Db::connect(&config.database_url).await.context("opening the database (database.url)")?;
-        let storage = Storage::from_config(&config.storage).context("configuring storage")?;
+        let storage = Storage::from_config(&config.storage)
+            .context("configuring storage")?
+            .lock_retention_days(config.policy.floor_days);
+        match storage.check_object_lock().await {
+            Ok(()) => {}
+            // The bucket said no: writing unlocked footage while the config promises
+            // locked footage would be a silent downgrade. Refuse to start.
+            Err(e @ crate::storage::StorageError::Config(_)) => return Err(e).context("checking S3 Object Lock"),
+            // Unreachable: record into the spool anyway; a bucket without Object Lock
+            // refuses the locked PUTs, which raises the upload alarms.
+            Err(e) => warn!("storage {}: cannot check Object Lock now: {e}; footage waits in the spool", storage.description),
+        }
         let (recovered, problems) = spool::recover(&config.spool.dir)
             .with_context(|| format!("recovering the spool in {}", config.spool.dir.display()))?;
         for p in &problems {
@@ -107,7 +118,7 @@ impl App {
             let token = shutdown.clone();
             info!("demo: simulated cameras at rtsp://{}/cam1..cam{n}", l.local_addr()?);
             aux.spawn(async move {
-                let opts = camsim::Options { streams: n, username: None, password: None };
+                let opts = camsim::Options::new(n);
                 if let Err(e) = camsim::serve(l, opts, token).await {
                     warn!("camsim: {e:#}");
                 }
@@ -160,12 +171,63 @@ impl App {
             }));
         }
 
+        // Expired footage: now (which also finishes a sweep a crash interrupted), then
+        // every [retention] sweep_minutes. Aborted at shutdown like a crash: safe.
+        let retention = Arc::new(crate::retention::Retention::new(db.clone(), storage.clone(), config.clone()));
+        {
+            let retention = retention.clone();
+            aux.spawn(every(config.retention.sweep_interval, shutdown.clone(), move || {
+                let retention = retention.clone();
+                async move {
+                    let opts = crate::retention::SweepOptions::default();
+                    if let Err(e) = retention.sweep(now_us(), &opts, &crate::retention::Actor::system()).await {
+                        warn!("sweep: {e}");
+                    }
+                }
+            }));
+        }
+
         let alarms = crate::alarms::Alarms::new(
             db.clone(),
             config.alarms.clone(),
             config.public_url.as_ref().map(|u| u.to_string()).unwrap_or_else(|| format!("http://{}", config.listen)),
         );
         aux.spawn(alarms.clone().run_renotifier(shutdown.clone()));
+        // The watchdog: every camera's state and the alarms for what threatens recording.
+        aux.spawn(
+            crate::watchdog::Watchdog {
+                fleet: fleet.clone(),
+                alarms: alarms.clone(),
+                db: db.clone(),
+                spool: spool_stats.clone(),
+                config: Arc::new(config.clone()),
+                storage_description: storage.description.clone(),
+            }
+            .run(shutdown.clone()),
+        );
+        // Index against bucket: now, then every [retention] reconcile_minutes (see
+        // retention::reconciler for what each pass covers).
+        {
+            let reconciler = Arc::new(crate::retention::reconciler::Reconciler::new(
+                db.clone(),
+                storage.clone(),
+                Some(alarms.clone()),
+                config.retention.reconcile_interval,
+            ));
+            aux.spawn(every(config.retention.reconcile_interval, shutdown.clone(), move || {
+                let reconciler = reconciler.clone();
+                async move {
+                    match reconciler.pass(now_us(), crate::retention::reconciler::Scope::Periodic).await {
+                        Ok(r) => {
+                            for e in &r.errors {
+                                warn!("reconcile: could not compare {e}");
+                            }
+                        }
+                        Err(e) => warn!("reconcile: {e:#}"),
+                    }
+                }
+            }));
+        }
         let state = AppState {
             alarms: alarms.clone(),
             config: Arc::new(config.clone()),
@@ -175,6 +237,7 @@ impl App {
             storage_description: storage.description.clone(),
             started_us: started,
             auth: api::auth::shared(&config),
+            retention,
         };
         info!(
             "Cradle listening on http://{} — {} cameras, storage {}, database {}",

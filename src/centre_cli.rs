@@ -171,7 +171,7 @@ pub async fn run(db: &Db, config: &Config, actor: &str, cmd: CentreCmd) -> Resul
                 return Err(invalid(format!("camera {:?} is already defined in {}", camera.id.as_str(), config.path.display())));
             }
             db.add_camera(&camera, stamp).await?;
-            let out = json!({ "id": camera.id.as_str(), "name": camera.name, "source": "database", "url": camera.url.as_str() });
+            let out = json!({ "id": camera.id.as_str(), "name": camera.name, "source": "database", "url": camera.url.as_str(), "retention_days": camera.retention_days });
             (Action::CentreChanged, format!("camera {}", camera.id), out)
         }
         CentreCmd::CameraSet { camera, json } => {

@@ -236,6 +236,17 @@ pub struct WatchdogConfig {
     pub upload_failing_after: Duration,
     /// A spool backlog whose oldest segment waits longer than this raises `spool_backlog`.
     pub spool_backlog_after: Duration,
+    /// Frame rate and bitrate are measured over this window (`rate_window_seconds`)…
+    pub rate_window: Duration,
+    /// …against the median of such windows over this much recent history
+    /// (`baseline_seconds`), the camera's own baseline.
+    pub baseline: Duration,
+    /// The camera's RTP clock may gain or lose at most `max_clock_skew` on the server's
+    /// clock over this window (`clock_window_seconds`; default: 3 s in 300 s, 1 %).
+    pub clock_window: Duration,
+    /// How often the storage forecast and the retention horizon are checked
+    /// (`storage_check_seconds`): they read the index, so not every second.
+    pub storage_check: Duration,
 }
 
 impl Default for WatchdogConfig {
@@ -248,6 +259,10 @@ impl Default for WatchdogConfig {
             max_clock_skew: Duration::from_secs(3),
             upload_failing_after: Duration::from_secs(30),
             spool_backlog_after: Duration::from_secs(300),
+            rate_window: Duration::from_secs(10),
+            baseline: Duration::from_secs(300),
+            clock_window: Duration::from_secs(300),
+            storage_check: Duration::from_secs(60),
         }
     }
 }
@@ -301,6 +316,8 @@ struct RawRetention {
     sweep_minutes: Option<u64>,
     sweep_batch: Option<usize>,
     reconcile_minutes: Option<u64>,
+    /// Seconds instead of minutes, for tests and small setups; overrides reconcile_minutes.
+    reconcile_seconds: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -321,6 +338,10 @@ struct RawWatchdog {
     max_clock_skew_ms: Option<u64>,
     upload_failing_seconds: Option<u64>,
     spool_backlog_seconds: Option<u64>,
+    rate_window_seconds: Option<u64>,
+    baseline_seconds: Option<u64>,
+    clock_window_seconds: Option<u64>,
+    storage_check_seconds: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -748,7 +769,11 @@ fn parse_retention(
         days,
         sweep_interval: minutes("retention.sweep_minutes", r.sweep_minutes, 60)?,
         sweep_batch,
-        reconcile_interval: minutes("retention.reconcile_minutes", r.reconcile_minutes, 10)?,
+        reconcile_interval: match r.reconcile_seconds {
+            Some(s) if (1..=86_400).contains(&s) => Duration::from_secs(s),
+            Some(s) => return Err(err("retention.reconcile_seconds", format!("{s} is outside 1..=86400 seconds"))),
+            None => minutes("retention.reconcile_minutes", r.reconcile_minutes, 10)?,
+        },
     })
 }
 
@@ -769,6 +794,15 @@ fn parse_watchdog(w: RawWatchdog, err: &dyn Fn(&str, String) -> ConfigError) -> 
     if !(2..=1000).contains(&reconnect_storm_count) {
         return Err(err("watchdog.reconnect_storm_count", format!("{reconnect_storm_count} is outside 2..=1000")));
     }
+    let rate_window = secs("watchdog.rate_window_seconds", w.rate_window_seconds, d.rate_window, 1, 600)?;
+    let baseline = secs("watchdog.baseline_seconds", w.baseline_seconds, d.baseline, 4, 86_400)?;
+    // The median needs several windows to be robust to one odd window.
+    if baseline < rate_window * 4 {
+        return Err(err(
+            "watchdog.baseline_seconds",
+            format!("{} s is less than 4 × rate_window_seconds ({} s)", baseline.as_secs(), rate_window.as_secs()),
+        ));
+    }
     let max_clock_skew = match w.max_clock_skew_ms {
         None => d.max_clock_skew,
         Some(ms) if (100..=3_600_000).contains(&ms) => Duration::from_millis(ms),
@@ -783,6 +817,10 @@ fn parse_watchdog(w: RawWatchdog, err: &dyn Fn(&str, String) -> ConfigError) -> 
         max_clock_skew,
         upload_failing_after: secs("watchdog.upload_failing_seconds", w.upload_failing_seconds, d.upload_failing_after, 1, 86_400)?,
         spool_backlog_after: secs("watchdog.spool_backlog_seconds", w.spool_backlog_seconds, d.spool_backlog_after, 1, 86_400)?,
+        rate_window,
+        baseline,
+        clock_window: secs("watchdog.clock_window_seconds", w.clock_window_seconds, d.clock_window, 5, 86_400)?,
+        storage_check: secs("watchdog.storage_check_seconds", w.storage_check_seconds, d.storage_check, 1, 86_400)?,
     })
 }
 

@@ -28,22 +28,28 @@ pub struct Gap {
 /// by start: indexed segments, plus the segment in progress) and the events in and
 /// shortly before it (sorted by time). `now` caps the range: the future is not a gap.
 pub fn find_gaps(start: WallUs, end: WallUs, now: WallUs, spans: &[(WallUs, WallUs)], events: &[EventRow]) -> Vec<Gap> {
-    let end = end.min(now);
-    let mut gaps = Vec::new();
+    holes(start, end.min(now), spans).into_iter().map(|(s, e)| explain(s, e, events)).collect()
+}
+
+/// The spans of `[start, end)` that no recorded span covers, longer than
+/// [`TOLERANCE_US`], oldest first. `spans` must be sorted by start; they may overlap.
+/// (The proof of coverage, [`crate::coverage`], gives these its own causes.)
+pub fn holes(start: WallUs, end: WallUs, spans: &[(WallUs, WallUs)]) -> Vec<(WallUs, WallUs)> {
+    let mut holes = Vec::new();
     let mut cursor = start;
     for &(s_start, s_end) in spans {
-        if s_start - cursor > TOLERANCE_US {
-            gaps.push(explain(cursor, s_start.min(end), events));
-        }
-        cursor = cursor.max(s_end);
         if cursor >= end {
             break;
         }
+        if s_start - cursor > TOLERANCE_US {
+            holes.push((cursor, s_start.min(end)));
+        }
+        cursor = cursor.max(s_end);
     }
     if end - cursor > TOLERANCE_US {
-        gaps.push(explain(cursor, end, events));
+        holes.push((cursor, end));
     }
-    gaps
+    holes
 }
 
 fn explain(start: WallUs, end: WallUs, events: &[EventRow]) -> Gap {

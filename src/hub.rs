@@ -95,6 +95,34 @@ pub struct CameraStats {
     /// Wall-clock start of the segment being written (0: none). Footage after it is in
     /// the spool but not yet indexed; the API shows it as in progress, not as a gap.
     pub open_segment_start_us: AtomicI64,
+    /// Camera sessions that delivered frames (a new RTP clock origin each).
+    pub runs: AtomicU64,
+    /// Smallest `arrival − RTP time since the run began` of the frames since the
+    /// watchdog last took it (`swap(i64::MAX)`; 0 or `i64::MAX`: no frame). Constant for
+    /// a camera whose RTP clock keeps the server's pace; arrival jitter only raises it.
+    pub rtp_origin_min_us: AtomicI64,
+    /// The camera's wall clock minus the server's at the latest RTCP sender report
+    /// (RFC 3550 §6.4.1 NTP timestamp), and when that report arrived (0: none yet).
+    pub sr_offset_us: AtomicI64,
+    pub sr_at_us: AtomicI64,
+    /// Since when the recorder has been dropping footage because the spool is full
+    /// (0: it is not).
+    pub spool_full_since_us: AtomicI64,
+    /// Byte and keyframe counts at the latest keyframe, so the watchdog can measure
+    /// bitrate over whole GOPs (written once per GOP).
+    pub key_mark: Mutex<KeyMark>,
+}
+
+/// Counters as they stood when the latest keyframe arrived.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub struct KeyMark {
+    /// Keyframes so far.
+    pub keyframes: u64,
+    /// All bytes received before this keyframe: the end of the previous GOP.
+    pub bytes_before: u64,
+    /// Sum of the sizes of all keyframes so far.
+    pub key_bytes: u64,
+    pub at_us: WallUs,
 }
 
 pub struct CameraHub {
@@ -111,7 +139,7 @@ impl CameraHub {
         let (broadcast, _) = broadcast::channel(BROADCAST_QUEUE);
         Arc::new(CameraHub {
             config,
-            stats: CameraStats::default(),
+            stats: CameraStats { rtp_origin_min_us: AtomicI64::new(i64::MAX), ..CameraStats::default() },
             state: Mutex::new(CameraState::Connecting),
             health: Mutex::new(Health { state: "starting", since_us: crate::time::now_us(), detail: String::new() }),
             codec: Mutex::new(None),
@@ -157,8 +185,18 @@ impl CameraHub {
     /// consumers. Never blocks.
     pub fn publish(&self, frame: &Arc<Frame>) {
         self.stats.frames.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes.fetch_add(frame.data.len() as u64, Ordering::Relaxed);
+        let before = self.stats.bytes.fetch_add(frame.data.len() as u64, Ordering::Relaxed);
         self.stats.last_frame_us.store(frame.arrival_us, Ordering::Relaxed);
+        // For the watchdog: a few relaxed atomics per frame, a lock once per GOP.
+        let origin = frame.arrival_us - crate::time::ticks_to_us(frame.ts_90k);
+        self.stats.rtp_origin_min_us.fetch_min(origin, Ordering::Relaxed);
+        if frame.is_key {
+            let mut m = self.stats.key_mark.lock().unwrap();
+            m.keyframes += 1;
+            m.bytes_before = before;
+            m.key_bytes += frame.data.len() as u64;
+            m.at_us = frame.arrival_us;
+        }
         if self.broadcast.receiver_count() > 0 {
             let _ = self.broadcast.send(frame.clone());
         }

@@ -94,6 +94,22 @@ async fn record_event(db: &Db, cam: &str, kind: &str, detail: &str) {
     }
 }
 
+/// Keeps the camera's wall clock as its RTCP sender report states it (RFC 3550 §6.4.1:
+/// the NTP time at which the report was sent) against the server's clock at arrival,
+/// for the watchdog's clock check. Transit time on a LAN is far below any alarm bound.
+fn note_sender_report(hub: &CameraHub, rtcp: &retina::rtcp::ReceivedCompoundPacket) {
+    let Some(Ok(Some(sr))) = rtcp.pkts().next().map(|p| p.as_sender_report()) else { return };
+    let now = now_us();
+    hub.stats.sr_offset_us.store(ntp_to_unix_us(sr.ntp_timestamp().0) - now, Ordering::Relaxed);
+    hub.stats.sr_at_us.store(now, Ordering::Relaxed);
+}
+
+/// NTP 32.32 fixed point, seconds since 1900 (RFC 5905 §6), to µs since the Unix epoch.
+fn ntp_to_unix_us(ntp: u64) -> i64 {
+    const UNIX_EPOCH_NTP: i128 = 2_208_988_800 << 32;
+    (((ntp as i128) - UNIX_EPOCH_NTP) * 1_000_000 >> 32) as i64
+}
+
 /// Adds an operator's hint to the errors people actually hit.
 fn explain(hub: &CameraHub, e: impl std::fmt::Display) -> String {
     let msg = e.to_string();
@@ -167,7 +183,14 @@ async fn session(hub: &CameraHub, tx: &RecorderTx, db: &Db, group: &Arc<SessionG
             Ok(Some(Err(e))) => return SessionEnd::Failed { error: explain(hub, e), delivered },
             Ok(Some(Ok(item))) => item,
         };
-        let CodecItem::VideoFrame(f) = item else { continue };
+        let f = match item {
+            CodecItem::VideoFrame(f) => f,
+            CodecItem::Rtcp(r) if r.stream_id() == stream_i => {
+                note_sender_report(hub, &r);
+                continue;
+            }
+            _ => continue,
+        };
         if f.stream_id() != stream_i {
             continue;
         }
@@ -201,6 +224,7 @@ async fn session(hub: &CameraHub, tx: &RecorderTx, db: &Db, group: &Arc<SessionG
         });
         if !delivered {
             delivered = true;
+            hub.stats.runs.fetch_add(1, Ordering::Relaxed);
             hub.set_state(CameraState::Recording);
             record_event(db, hub.id().as_str(), "recording", &format!("run {run_id}")).await;
             if tx.send(RecorderMsg::RunStarted { run_id: run_id.to_owned() }).await.is_err() {
@@ -213,5 +237,16 @@ async fn session(hub: &CameraHub, tx: &RecorderTx, db: &Db, group: &Arc<SessionG
         if tx.send(RecorderMsg::Frame(frame)).await.is_err() {
             return SessionEnd::Shutdown;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ntp_time_converts_to_unix_microseconds() {
+        // 1.5 s after the Unix epoch, as camsim's sender report test writes it.
+        assert_eq!(super::ntp_to_unix_us((2_208_988_801u64 << 32) | (1 << 31)), 1_500_000);
+        // A camera whose clock says 1900 (never set) lands far in the past, not in a panic.
+        assert_eq!(super::ntp_to_unix_us(0), -2_208_988_800_000_000);
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The data flow, top to bottom (see README and ARCHITECTURE):
 //! camera ─RTSP→ [`ingest`] → [`hub`] → [`record`] (segments → spool → uploader)
-//! → [`storage`] + [`db`] index; [`api`] serves state and recordings over HTTP;
+//! → [`storage`] + [`db`] index; [`watchdog`] turns hub and spool counters into camera
+//! health and [`alarms`]; [`api`] serves state and recordings over HTTP;
 //! [`camsim`] simulates cameras for the demo, tests and benchmarks.
 
 pub mod alarms;
@@ -22,5 +23,7 @@ pub mod hub;
 pub mod ingest;
 pub mod record;
 pub mod reindex;
+pub mod retention;
 pub mod storage;
 pub mod time;
+pub mod watchdog;

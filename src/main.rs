@@ -52,6 +52,33 @@ enum Command {
         #[arg(long, env = "CRADLE_CONFIG")]
         config: PathBuf,
     },
+    /// Delete expired footage now (the server does it every [retention] sweep_minutes):
+    /// segments older than their camera's retention and under no legal hold. Never
+    /// anything younger than the retention floor.
+    Sweep {
+        #[arg(long, env = "CRADLE_CONFIG")]
+        config: PathBuf,
+        #[command(flatten)]
+        args: cradle::retention::cli::SweepArgs,
+    },
+    /// Legal holds: footage kept whatever its age (add, list, release with a reason).
+    Hold {
+        #[arg(long, env = "CRADLE_CONFIG")]
+        config: PathBuf,
+        #[command(subcommand)]
+        cmd: cradle::retention::cli::HoldCmd,
+    },
+    /// Compare the index with storage now, every day of every camera (the server does it
+    /// continuously, see [retention] reconcile_minutes): objects without rows are
+    /// re-indexed, rows without objects reported. Exit 0, or 3 when footage is missing.
+    Reconcile {
+        #[arg(long, env = "CRADLE_CONFIG")]
+        config: PathBuf,
+        /// Leave objects written less than this many seconds ago (an upload racing its
+        /// index row) for later; 0 when nothing is recording into this storage.
+        #[arg(long, default_value_t = 60)]
+        min_age_seconds: u64,
+    },
     /// Rebuild the segment index from the objects in storage.
     Reindex {
         #[arg(long, env = "CRADLE_CONFIG")]
@@ -67,6 +94,17 @@ enum Command {
         username: Option<String>,
         #[arg(long, env = "CRADLE_CAMSIM_PASSWORD")]
         password: Option<String>,
+        /// Fault: the cameras' wall clock (NTP time in RTCP sender reports) is off by
+        /// this many milliseconds.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        clock_offset_ms: i64,
+        /// Fault: the cameras' RTP clock runs this many parts per million fast
+        /// (negative: slow); 10000 is 1 %.
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        rtp_clock_ppm: i64,
+        /// Fault: every connection is dropped after playing for this many seconds.
+        #[arg(long)]
+        drop_after_secs: Option<f64>,
     },
 }
 
@@ -181,6 +219,18 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             println!("reindex: {} objects, {} segments indexed, {} skipped", r.objects, r.indexed, r.skipped.len());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reconcile { config, min_age_seconds } => match load(&config) {
+            Ok(c) => cradle::retention::reconciler::cli(c, std::time::Duration::from_secs(min_age_seconds)).await,
+            Err(code) => Ok(code),
+        },
+        Command::Sweep { config, args } => match load(&config) {
+            Ok(c) => cradle::retention::cli::sweep(c, args).await,
+            Err(code) => Ok(code),
+        },
+        Command::Hold { config, cmd } => match load(&config) {
+            Ok(c) => cradle::retention::cli::hold(c, cmd).await,
+            Err(code) => Ok(code),
+        },
         Command::User { cmd } => user_command(cmd).await,
         Command::Centre { config, cmd } => {
             let c = match load(&config) {
@@ -221,12 +271,17 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        Command::Camsim { listen, streams, username, password } => {
+        Command::Camsim { listen, streams, username, password, clock_offset_ms, rtp_clock_ppm, drop_after_secs } => {
             let l = tokio::net::TcpListener::bind(listen).await?;
             println!("camsim: rtsp://{}/cam1 … cam{streams} (H.264), camK-h265 (H.265)", l.local_addr()?);
             let shutdown = CancellationToken::new();
             tokio::spawn(on_signal(shutdown.clone()));
-            cradle::camsim::serve(l, cradle::camsim::Options { streams, username, password }, shutdown).await?;
+            let faults = cradle::camsim::Faults {
+                clock_offset_ms,
+                rtp_clock_ppm,
+                drop_after: drop_after_secs.map(|s| std::time::Duration::from_secs_f64(s.max(0.1))),
+            };
+            cradle::camsim::serve(l, cradle::camsim::Options { streams, username, password, faults }, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

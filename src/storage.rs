@@ -5,6 +5,11 @@
 //! the bucket alone: `CAMERA/YYYY-MM-DD/CAMERA_YYYYMMDDTHHMMSS.ffffffZ.mp4`. Keys of one
 //! camera sort by start time, and each object carries its own codec parameters and
 //! Cradle metadata (see `record::fmp4`).
+//!
+//! With `[storage] object_lock`, segment PUTs to S3 carry an Object Lock retention
+//! (see [`object_lock`]); everything else goes through `object_store`.
+
+mod object_lock;
 
 use std::fs;
 use std::io;
@@ -13,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
@@ -31,6 +36,10 @@ pub enum StorageError {
     Store(#[from] object_store::Error),
     #[error("storage: local file: {0}")]
     Io(#[from] std::io::Error),
+    /// A request `object_store` cannot make (the Object Lock PUT and bucket check)
+    /// failed or was refused; the text names the request and the server's answer.
+    #[error("storage: {0}")]
+    Request(String),
 }
 
 #[derive(Clone)]
@@ -39,7 +48,18 @@ pub struct Storage {
     /// For a local directory: its path. Puts bypass object_store there: they hard-link
     /// (or copy) the spool file and fsync, which object_store's local store does not.
     local_root: Option<PathBuf>,
+    /// `[storage] object_lock`: segment PUTs go through here, with a retention.
+    lock: Option<Arc<object_lock::ObjectLock>>,
     pub description: String,
+}
+
+/// An object as a listing shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+    /// When the store last wrote it (S3: the PUT; a local directory: the file's mtime).
+    pub last_modified_us: WallUs,
 }
 
 impl Storage {
@@ -49,11 +69,13 @@ impl Storage {
             std::fs::create_dir_all(&root)
                 .map_err(|e| StorageError::Config(format!("cannot create {}: {e}", root.display())))?;
             let root = root.canonicalize()?;
-            let store = LocalFileSystem::new_with_prefix(&root)?;
+            // Deleting a day's last segment removes its emptied directories (the sweeper).
+            let store = LocalFileSystem::new_with_prefix(&root)?.with_automatic_cleanup(true);
             return Ok(Storage {
                 store: Arc::new(store),
                 description: format!("directory {}", root.display()),
                 local_root: Some(root),
+                lock: None,
             });
         }
         let rest = cfg
@@ -101,12 +123,40 @@ impl Storage {
             "s3://{bucket}/{prefix} at {}",
             cfg.endpoint.as_deref().unwrap_or("AWS")
         );
+        let lock = match cfg.object_lock {
+            true => Some(Arc::new(object_lock::ObjectLock::new(s3.clone(), bucket, prefix, cfg.allow_http)?)),
+            false => None,
+        };
         let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
             Arc::new(s3)
         } else {
             Arc::new(PrefixStore::new(s3, prefix))
         };
-        Ok(Storage { store, local_root: None, description })
+        Ok(Storage { store, local_root: None, lock, description })
+    }
+
+    /// Object Lock retains each segment until its start plus `days` (the policy floor;
+    /// [`crate::config::RETENTION_FLOOR_DAYS`] until this is called). Only the recorder's storage puts.
+    pub fn lock_retention_days(self, days: u32) -> Storage {
+        if let Some(l) = &self.lock {
+            l.set_retain_days(days);
+        }
+        self
+    }
+
+    /// With `[storage] object_lock`: `Ok` when the bucket has Object Lock enabled;
+    /// [`StorageError::Config`] when the server says it has not (or cannot: Garage),
+    /// which must stop start-up; any other error when the server could not be asked.
+    /// Without Object Lock: `Ok` at once.
+    pub async fn check_object_lock(&self) -> Result<(), StorageError> {
+        match &self.lock {
+            Some(l) => l.check_bucket().await,
+            None => Ok(()),
+        }
+    }
+
+    pub fn object_lock(&self) -> bool {
+        self.lock.is_some()
     }
 
     /// Stores the finished spool file `path` as object `key`, durably: when this returns
@@ -130,12 +180,50 @@ impl Storage {
         // from `.partial` after its last write, and recovery only truncates `.partial`
         // files before the uploader starts), so the mapping cannot change under us.
         let map = unsafe { memmap2::Mmap::map(&file)? };
+        if let Some(lock) = &self.lock {
+            let (_, start) = parse_segment_key(key)
+                .ok_or_else(|| StorageError::Request(format!("{key} is not a segment key: cannot compute its retention")))?;
+            return lock.put(key, Bytes::from_owner(map), start).await;
+        }
         self.store.put(&ObjPath::from(key), PutPayload::from(Bytes::from_owner(map))).await?;
         Ok(())
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         Ok(self.store.get(&ObjPath::from(key)).await?.bytes().await?)
+    }
+
+    /// Puts `data` at `key` as it is (through `object_store`, never locked): tools and
+    /// tests that restore or plant objects. The recorder uses [`Storage::put_file`].
+    pub async fn put_bytes(&self, key: &str, data: Bytes) -> Result<(), StorageError> {
+        self.store.put(&ObjPath::from(key), PutPayload::from(data)).await?;
+        Ok(())
+    }
+
+    /// Whether `key` exists (a HEAD request).
+    pub async fn exists(&self, key: &str) -> Result<bool, StorageError> {
+        match self.store.head(&ObjPath::from(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The objects directly under `prefix` (all, when `None`) and the "directories"
+    /// (common prefixes, without their trailing `/`) one level down: the camera ids at
+    /// the top, the days under a camera.
+    pub async fn list_dir(&self, prefix: Option<&str>) -> Result<(Vec<String>, Vec<ObjectInfo>), StorageError> {
+        let p = prefix.map(ObjPath::from);
+        let r = self.store.list_with_delimiter(p.as_ref()).await?;
+        let dirs = r.common_prefixes.into_iter().map(|d| d.to_string()).collect();
+        Ok((dirs, r.objects.into_iter().map(object_info).collect()))
+    }
+
+    /// Every object under `prefix` (or all), with its last modification time.
+    pub async fn list_objects(&self, prefix: Option<&str>) -> Result<Vec<ObjectInfo>, StorageError> {
+        let p = prefix.map(ObjPath::from);
+        let metas: Vec<_> = self.store.list(p.as_ref()).try_collect().await?;
+        Ok(metas.into_iter().map(object_info).collect())
     }
 
     /// Every object under `prefix` (or all), as (key, size).
@@ -145,12 +233,31 @@ impl Storage {
         Ok(metas.into_iter().map(|m| (m.location.to_string(), m.size)).collect())
     }
 
+    /// Deletes `keys` (the sweeper's step (b)). A key already gone counts as deleted, so
+    /// a sweep that crashed part-way can be repeated. On S3 this is one multi-object
+    /// `DeleteObjects` request per 1000 keys; a local directory deletes file by file.
+    pub async fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
+        let paths: Vec<object_store::Result<ObjPath>> = keys.iter().map(|k| Ok(ObjPath::from(k.as_str()))).collect();
+        let mut done = self.store.delete_stream(futures::stream::iter(paths).boxed());
+        while let Some(r) = done.next().await {
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// A cheap request that fails when storage is unreachable or refuses our credentials.
     pub async fn probe(&self) -> Result<(), StorageError> {
         let mut s = self.store.list(Some(&ObjPath::from("cradle-probe")));
         s.try_next().await?;
         Ok(())
     }
+}
+
+fn object_info(m: object_store::ObjectMeta) -> ObjectInfo {
+    ObjectInfo { key: m.location.to_string(), size: m.size, last_modified_us: m.last_modified.timestamp_micros() }
 }
 
 /// Puts `src` at `dst` in a local store: a hard link when both are on one filesystem,

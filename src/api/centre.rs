@@ -238,6 +238,8 @@ async fn list_cameras(State(app): State<AppState>, _: Auth<CentreReaders>) -> Re
             let mut v = with_field(c, "source", to_json(&app.fleet.source(&c.id)));
             if let (Some(conf), Value::Object(m)) = (conf, &mut v) {
                 m.insert("connection".into(), connection_json(conf));
+                // The camera's own; null keeps the centre's [retention] days.
+                m.insert("retention_days".into(), json!(conf.retention_days));
             }
             v
         })
@@ -275,7 +277,7 @@ async fn add_camera(
     }
     app.db.add_camera(&camera, stamp(&p)).await?;
     app.fleet.reconcile(&app.db).await?;
-    let out = json!({ "id": camera.id.as_str(), "name": camera.name, "source": "database", "connection": connection_json(&camera) });
+    let out = json!({ "id": camera.id.as_str(), "name": camera.name, "source": "database", "connection": connection_json(&camera), "retention_days": camera.retention_days });
     created(&app, &p, format!("camera {}", camera.id), &out).await
 }
 

@@ -10,6 +10,7 @@ pub mod auth;
 mod centre;
 mod error;
 mod metrics;
+mod retention;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub alarms: crate::alarms::Alarms,
     /// The configuration the server started with (retention, policy, watchdog …).
     pub config: Arc<crate::config::Config>,
+    /// The sweeper and its policy (`POST /api/v1/retention/sweep`).
+    pub retention: Arc<crate::retention::Retention>,
 }
 
 impl AppState {
@@ -98,6 +101,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cameras/{id}/recordings", get(recordings))
         .merge(centre::routes())
         .merge(alarms::routes())
+        .merge(retention::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)
 }
@@ -143,6 +147,16 @@ struct CameraView {
     clock_drift_ms: f64,
     oldest_footage: Option<String>,
     newest_footage: Option<String>,
+    /// The watchdog's verdict: `starting`, `recording`, `degraded`, `stalled`,
+    /// `offline` or `decommissioned`, since when, and why.
+    health: HealthView,
+}
+
+#[derive(Serialize)]
+struct HealthView {
+    state: &'static str,
+    since: String,
+    detail: String,
 }
 
 async fn camera_view(app: &AppState, h: &CameraHub) -> Result<CameraView> {
@@ -168,6 +182,10 @@ async fn camera_view(app: &AppState, h: &CameraHub) -> Result<CameraView> {
         clock_drift_ms: s.drift_us.load(Ordering::Relaxed) as f64 / 1000.0,
         oldest_footage: first.map(format_rfc3339),
         newest_footage: newest.map(format_rfc3339),
+        health: {
+            let h = h.health();
+            HealthView { state: h.state, since: format_rfc3339(h.since_us), detail: h.detail }
+        },
     })
 }
 

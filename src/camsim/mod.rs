@@ -11,7 +11,9 @@
 //!
 //! Every client gets its own RTSP session (random SSRC, seq and timestamp
 //! base) paced in real time from when it sent PLAY; there is no shared
-//! broadcast. Only RTP over the RTSP connection (RFC 2326 §10.12) is offered,
+//! broadcast. [`Faults`] make every camera of a server misbehave on purpose (a
+//! wrong wall clock, a fast RTP clock, dropped connections) for the watchdog's
+//! tests. Only RTP over the RTSP connection (RFC 2326 §10.12) is offered,
 //! which is what Cradle's ingest uses.
 //!
 //! Layout: [`clip`] splits the clips into access units, [`rtp`] pre-packetizes
@@ -46,6 +48,28 @@ pub struct Options {
     /// Basic or Digest authentication (either is accepted); 401 otherwise.
     pub username: Option<String>,
     pub password: Option<String>,
+    /// Faults a real camera has, for the watchdog's tests. All off by default.
+    pub faults: Faults,
+}
+
+/// A camera gone wrong in ways the watchdog must notice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// The camera's wall clock is off by this much: the NTP time in its RTCP sender
+    /// reports (RFC 3550 §6.4.1) is the real time plus this offset.
+    pub clock_offset_ms: i64,
+    /// Its RTP clock runs this many parts per million fast (negative: slow), so RTP
+    /// time gains on real time while frames still leave at the real 25 fps.
+    pub rtp_clock_ppm: i64,
+    /// It drops every connection after playing for this long (a flaky camera or link).
+    pub drop_after: Option<Duration>,
+}
+
+impl Options {
+    /// `streams` cameras, no authentication, no faults.
+    pub fn new(streams: usize) -> Options {
+        Options { streams, username: None, password: None, faults: Faults::default() }
+    }
 }
 
 impl fmt::Debug for Options {
@@ -54,6 +78,7 @@ impl fmt::Debug for Options {
             .field("streams", &self.streams)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("faults", &self.faults)
             .finish()
     }
 }
@@ -176,6 +201,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<()> {
     let sources = sources()?;
+    if opts.faults != Faults::default() {
+        warn!(faults = ?opts.faults, "camsim: simulating faulty cameras");
+    }
     if opts.username.is_some() != opts.password.is_some() {
         warn!("camsim: username and password must be given together; treating the missing one as empty");
     }

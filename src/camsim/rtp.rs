@@ -135,9 +135,17 @@ pub(crate) struct Sender {
     pub(crate) ts0: u32,
     packets_sent: u32,
     octets_sent: u32,
+    /// How fast this camera's RTP clock runs against real time, in parts per million
+    /// (0: exact; 10 000: 1 % fast). A fault to simulate, not a feature.
+    pub(crate) rate_ppm: i64,
 }
 
 impl Sender {
+    /// A sender whose RTP clock runs `rate_ppm` fast (a simulated fault; 0 normally).
+    pub(crate) fn with_rate(channel: u8, rate_ppm: i64) -> Self {
+        Sender { rate_ppm, ..Sender::new(channel) }
+    }
+
     /// Random SSRC, initial seq and timestamp, as RFC 3550 §5.1 asks.
     pub(crate) fn new(channel: u8) -> Self {
         let mut rng = rand::rng();
@@ -148,13 +156,19 @@ impl Sender {
             ts0: rng.random(),
             packets_sent: 0,
             octets_sent: 0,
+            rate_ppm: 0,
         }
     }
 
     /// RTP timestamp of the `k`-th frame sent in this session.
     pub(crate) fn frame_ts(&self, k: u64) -> u32 {
-        self.ts0
-            .wrapping_add(k.wrapping_mul(u64::from(FRAME_TICKS)) as u32)
+        self.ts0.wrapping_add(self.ticks(u128::from(k) * u128::from(FRAME_TICKS)))
+    }
+
+    /// `real` 90 kHz ticks of real time as this camera's RTP clock counts them.
+    pub(crate) fn ticks(&self, real: u128) -> u32 {
+        let rate = (1_000_000 + i128::from(self.rate_ppm)).max(0) as u128;
+        (real * rate / 1_000_000) as u32
     }
 
     /// Appends `frame`, stamped as frame `k`, to `out`.
@@ -328,6 +342,7 @@ mod tests {
             ts0: u32::MAX,
             packets_sent: 0,
             octets_sent: 0,
+            rate_ppm: 0,
         };
         let mut out = vec![0xaa];
         s.stamp(&t, 2, &mut out);
@@ -347,6 +362,17 @@ mod tests {
         assert_eq!(p, out.len());
         assert_eq!(seqs, vec![65534, 65535, 0, 1, 2]);
         assert_eq!(s.seq, 3);
+    }
+
+    #[test]
+    fn a_fast_rtp_clock_gains_on_real_time() {
+        let mut s = Sender::new(0);
+        s.ts0 = 0;
+        assert_eq!(s.frame_ts(250), 250 * 3600);
+        s.rate_ppm = 10_000; // 1 % fast: 10 s of frames span 10.1 s of RTP time
+        assert_eq!(s.frame_ts(250), 909_000);
+        s.rate_ppm = -10_000;
+        assert_eq!(s.frame_ts(250), 891_000);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use tracing::{debug, info};
 use super::auth::Auth;
 use super::clip::FPS;
 use super::rtp::Sender;
-use super::{Mount, Options, Sources};
+use super::{Faults, Mount, Options, Sources};
 
 /// RFC 2326 §12.37: advertised session timeout. Clients keep alive at half.
 const SESSION_TIMEOUT_S: u32 = 60;
@@ -46,6 +46,7 @@ pub(crate) struct Shared {
     streams: usize,
     auth: Option<Auth>,
     sources: &'static Sources,
+    faults: Faults,
 }
 
 impl Shared {
@@ -58,6 +59,7 @@ impl Shared {
             streams: opts.streams,
             auth,
             sources,
+            faults: opts.faults,
         }
     }
 }
@@ -117,6 +119,8 @@ struct Playing {
     base: Instant,
     base_frame: u64,
     next_sr: Instant,
+    /// When PLAY came (for [`Faults::drop_after`]).
+    since: Instant,
 }
 
 impl Session {
@@ -453,7 +457,7 @@ impl Conn {
                     id,
                     mount,
                     setup_url: req.url.clone(),
-                    sender: Sender::new(channel),
+                    sender: Sender::with_rate(channel, self.shared.faults.rtp_clock_ppm),
                     next_frame: 0,
                     playing: None,
                     garbage,
@@ -490,6 +494,7 @@ impl Conn {
                 base: now,
                 base_frame: s.next_frame,
                 next_sr: now,
+                since: now,
             });
             info!(peer = %self.peer, mount = %s.mount, "camsim: playing");
         }
@@ -542,6 +547,12 @@ impl Conn {
         };
         let now = Instant::now();
         let k = s.next_frame;
+        if let Some(after) = self.shared.faults.drop_after {
+            if now.duration_since(p.since) >= after {
+                info!(peer = %self.peer, mount = %s.mount, "camsim: dropping the connection (simulated fault)");
+                bail!("dropped after {after:?} of playing (simulated fault)");
+            }
+        }
         if now > due + MAX_LAG {
             debug!(peer = %self.peer, mount = %s.mount, "camsim: client too slow, re-basing schedule");
             p.base = now;
@@ -551,7 +562,7 @@ impl Conn {
         let sr_rtp_time = (now >= p.next_sr).then(|| {
             p.next_sr = now + SR_INTERVAL;
             let ticks = now.saturating_duration_since(p.base).as_micros() * 90 / 1000;
-            s.sender.frame_ts(p.base_frame).wrapping_add(ticks as u32)
+            s.sender.frame_ts(p.base_frame).wrapping_add(s.sender.ticks(ticks))
         });
         self.out.clear();
         match (&mut s.garbage, s.mount) {
@@ -563,8 +574,13 @@ impl Conn {
             }
         }
         if let Some(rtp_time) = sr_rtp_time {
-            s.sender
-                .sender_report(SystemTime::now(), rtp_time, &mut self.out);
+            let offset = self.shared.faults.clock_offset_ms;
+            let camera_now = if offset >= 0 {
+                SystemTime::now() + Duration::from_millis(offset.unsigned_abs())
+            } else {
+                SystemTime::now() - Duration::from_millis(offset.unsigned_abs())
+            };
+            s.sender.sender_report(camera_now, rtp_time, &mut self.out);
         }
         s.next_frame += 1;
         write_all(stream, &self.out, shutdown).await

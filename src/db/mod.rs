@@ -18,6 +18,8 @@ pub mod accounts;
 pub mod audit;
 pub mod cameras;
 pub mod centre;
+pub mod reconcile;
+pub mod retention;
 
 static MIGRATE_SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static MIGRATE_POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -57,7 +59,8 @@ pub struct SegmentRow {
     pub sha256: String,
     pub run_id: String,
     pub drift_us: i64,
-    /// `spooled` (on local disk, waiting for upload) or `stored` (in object storage).
+    /// `spooled` (on local disk, waiting for upload), `stored` (in object storage) or
+    /// `deleting` (expired; the sweeper is deleting its object, see [`crate::retention`]).
     pub state: String,
 }
 

@@ -255,6 +255,7 @@ impl Recorder {
         match (full, self.spool_full_since) {
             (true, None) => {
                 self.spool_full_since = Some(now_us());
+                self.hub.stats.spool_full_since_us.store(now_us(), Ordering::Relaxed);
                 let why = if over_cap { "spool backlog cap reached" } else { "spool disk below its free-space reserve" };
                 error!(camera = %self.hub.id(), free, "{why}: dropping new footage until space returns");
                 if let Some(open) = &self.open {
@@ -267,6 +268,7 @@ impl Recorder {
             }
             (false, Some(_)) => {
                 self.spool_full_since = None;
+                self.hub.stats.spool_full_since_us.store(0, Ordering::Relaxed);
                 info!(camera = %self.hub.id(), "spool has room again; recording resumes");
                 self.event("spool_ok", "spool has room again; recording resumes").await;
             }
@@ -278,7 +280,8 @@ impl Recorder {
     async fn spool_failed(&mut self, e: std::io::Error) {
         error!(camera = %self.hub.id(), "spool write failed: {e}");
         self.event("spool_full", &format!("spool write failed: {e}")).await;
-        self.spool_full_since.get_or_insert_with(now_us);
+        let since = *self.spool_full_since.get_or_insert_with(now_us);
+        self.hub.stats.spool_full_since_us.store(since, Ordering::Relaxed);
         self.gop.clear();
         if let Some(open) = &self.open {
             let end_ts = open.start_ts + open.file.duration_90k() as i64;

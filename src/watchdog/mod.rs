@@ -1,0 +1,310 @@
+//! The watchdog: watches every camera and the storage path, raises and clears alarms,
+//! and keeps each camera's health (its state) on its hub.
+//!
+//! Once a second it reads each hub's counters (relaxed atomics the ingest and recorder
+//! write anyway; no per-frame work here) and runs the camera's state machine
+//! ([`camera`]): `no_frames`, `reconnect_storm`, `frame_rate_collapse` /
+//! `bitrate_collapse` ([`rates`]), `clock_drift` ([`clock`]) and `spool_full`. It also
+//! checks the uploads (`upload_failing`), every few seconds the spool backlog
+//! (`spool_backlog`) and decommissioned cameras, and every `storage_check` the storage
+//! forecast and each camera's retention horizon ([`site`]). `footage_missing` belongs
+//! to the reconciler.
+//!
+//! Each check answers a [`Verdict`]: the cause is present (raise, with numbers in the
+//! detail), gone (clear) or cannot be told yet (leave the alarm as it is). An alarm is
+//! raised or cleared only when the verdict changes, so the database sees transitions,
+//! not a write per second. After a restart the first verdicts settle alarms the
+//! previous run left live.
+//!
+//! A decommission's cause never goes away, so its alarm is cleared once an operator
+//! has acknowledged it, which closes it. A decommissioned camera is not watched any
+//! more: its pipeline alarms are cleared and its health says `decommissioned`.
+//! Cameras come and go at run time (the fleet); a camera that leaves the fleet has its
+//! pipeline alarms cleared too.
+
+mod camera;
+mod clock;
+mod rates;
+mod site;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::alarms::{AlarmKind, AlarmQuery, Alarms};
+use crate::config::Config;
+use crate::db::Db;
+use crate::fleet::Fleet;
+use crate::hub::{CameraHub, Health};
+use crate::record::uploader::SpoolStats;
+use crate::time::{now_us, WallUs};
+use camera::{CameraWatch, Sample, CAMERA_KINDS};
+use site::{Decommissioned, FootageBytes, Store};
+
+/// What a check concluded this time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The cause is present; the text says what, with numbers.
+    Bad(String),
+    /// The cause is gone; the text says what is normal now.
+    Good(String),
+    /// Not enough evidence either way: leave the alarm as it is.
+    Unknown,
+}
+
+impl Verdict {
+    fn map(self, f: impl FnOnce(String) -> String) -> Verdict {
+        match self {
+            Verdict::Bad(d) => Verdict::Bad(f(d)),
+            Verdict::Good(d) => Verdict::Good(f(d)),
+            Verdict::Unknown => Verdict::Unknown,
+        }
+    }
+}
+
+/// How often the spool backlog and decommissions are read from the index.
+const INDEX_CHECK: Duration = Duration::from_secs(2);
+/// At most one warning this often about the watchdog's own failures (a database down).
+const WARN_EVERY: Duration = Duration::from_secs(30);
+
+pub struct Watchdog {
+    pub fleet: Arc<Fleet>,
+    pub alarms: Alarms,
+    pub db: Db,
+    pub spool: Arc<SpoolStats>,
+    pub config: Arc<Config>,
+    /// How storage is named in details (`directory /…`, `s3://…`).
+    pub storage_description: String,
+}
+
+/// What the watchdog believes about each alarm: live (true) or cleared (false). Absent
+/// means not known yet (the first verdict acts, settling what a previous run left).
+#[derive(Default)]
+struct Known {
+    live: HashMap<(Option<String>, AlarmKind), bool>,
+    last_warn: Option<Instant>,
+}
+
+impl Known {
+    fn is_live(&self, camera: Option<&str>, kind: AlarmKind) -> bool {
+        self.live.get(&(camera.map(str::to_owned), kind)).copied().unwrap_or(false)
+    }
+
+    fn warn(&mut self, what: &str, e: impl std::fmt::Display) {
+        if self.last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+            warn!("watchdog: {what}: {e}");
+            self.last_warn = Some(Instant::now());
+        }
+    }
+}
+
+impl Watchdog {
+    /// Runs until `stop`: the per-second checks and, beside them, the storage checks
+    /// (which read more of the index and must not delay the others).
+    pub async fn run(self, stop: CancellationToken) {
+        let me = Arc::new(self);
+        tokio::join!(me.clone().run_fast(stop.clone()), me.run_storage(stop));
+    }
+
+    async fn run_fast(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut known = Known::default();
+        let mut cams: HashMap<String, (Arc<CameraHub>, CameraWatch)> = HashMap::new();
+        let mut decommissioned: HashMap<String, Decommissioned> = HashMap::new();
+        let mut last_index_check: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let now = now_us();
+            if last_index_check.is_none_or(|t| t.elapsed() >= INDEX_CHECK) {
+                last_index_check = Some(Instant::now());
+                self.check_decommissions(&mut known, &mut decommissioned).await;
+                let cfg = &self.config.watchdog;
+                match site::spool_backlog(&self.db, &self.spool, now, cfg.spool_backlog_after).await {
+                    Ok(v) => self.apply(&mut known, None, AlarmKind::SpoolBacklog, v).await,
+                    Err(e) => known.warn("reading the spool backlog", e),
+                }
+            }
+            let v = site::upload_failing(&self.spool, now, self.config.watchdog.upload_failing_after, &self.storage_description);
+            self.apply(&mut known, None, AlarmKind::UploadFailing, v).await;
+            self.watch_cameras(now, &mut known, &mut cams, &decommissioned).await;
+        }
+    }
+
+    async fn watch_cameras(
+        &self,
+        now: WallUs,
+        known: &mut Known,
+        cams: &mut HashMap<String, (Arc<CameraHub>, CameraWatch)>,
+        decommissioned: &HashMap<String, Decommissioned>,
+    ) {
+        let cfg = &self.config.watchdog;
+        let hubs = self.fleet.hubs();
+        // Cameras that left the fleet: nothing watches them any more.
+        let gone: Vec<String> = cams.keys().filter(|id| !hubs.iter().any(|h| h.id().as_str() == *id)).cloned().collect();
+        for id in gone {
+            cams.remove(&id);
+            for kind in CAMERA_KINDS {
+                let why = format!("camera {id:?} is no longer recorded by this server");
+                self.apply(known, Some(&id), kind, Verdict::Good(why)).await;
+            }
+        }
+        for hub in hubs {
+            let id = hub.id().as_str().to_owned();
+            let fresh = match cams.get(&id) {
+                Some((h, _)) => !Arc::ptr_eq(h, &hub), // restarted with new settings
+                None => true,
+            };
+            if fresh {
+                cams.insert(id.clone(), (hub.clone(), CameraWatch::new(&hub.config.name, now, cfg)));
+            }
+            let (_, watch) = cams.get_mut(&id).expect("inserted above");
+            let decom = decommissioned.get(&id);
+            let verdicts = match decom {
+                Some(_) => CAMERA_KINDS
+                    .iter()
+                    .map(|&k| (k, Verdict::Good(format!("camera {id:?} was decommissioned and is not watched any more"))))
+                    .collect(),
+                None => {
+                    let sample = Sample::take(&hub, now);
+                    watch.observe(sample, cfg, |k| known.is_live(Some(&id), k))
+                }
+            };
+            for (kind, v) in verdicts {
+                self.apply(known, Some(&id), kind, v).await;
+            }
+            let live = |k: AlarmKind| match k {
+                AlarmKind::UploadFailing | AlarmKind::SpoolBacklog => known.is_live(None, k),
+                _ => known.is_live(Some(&id), k),
+            };
+            let reason = decom.map(|d| d.detail(self.config.policy.floor_days));
+            let (state, detail) = watch.health(cfg, live, reason.as_deref());
+            let old = hub.health();
+            if old.state != state || old.detail != detail {
+                if old.state != state {
+                    info!(camera = %id, "health: {} → {state}{}", old.state, if detail.is_empty() { String::new() } else { format!(" ({detail})") });
+                }
+                let since_us = if old.state == state { old.since_us } else { now };
+                hub.set_health(Health { state, since_us, detail });
+            }
+        }
+    }
+
+    /// Raises a `decommissioned` alarm once per decommission, and clears it once it is
+    /// acknowledged (the cause is permanent; the acknowledgement is what closes it).
+    async fn check_decommissions(&self, known: &mut Known, seen: &mut HashMap<String, Decommissioned>) {
+        let list = match site::decommissioned(&self.db).await {
+            Ok(l) => l,
+            Err(e) => return known.warn("reading decommissioned cameras", e),
+        };
+        let kind = AlarmKind::Decommissioned;
+        for d in list {
+            let cam = d.camera.clone();
+            if seen.get(&cam) != Some(&d) {
+                // First sight in this run: raised already (an earlier run), or new?
+                let q = AlarmQuery { camera: Some(cam.clone()), kind: Some(kind.as_str().into()), limit: Some(1), ..Default::default() };
+                let latest = match self.alarms.list(&q).await {
+                    Ok(l) => l.into_iter().next(),
+                    Err(e) => return known.warn("reading alarms", e),
+                };
+                match latest {
+                    Some(a) if a.raised_at_us >= d.at_us => {
+                        known.live.insert((Some(cam.clone()), kind), a.cleared_at.is_none());
+                    }
+                    _ => {
+                        if let Err(e) = self.alarms.raise(Some(&cam), kind, &d.detail(self.config.policy.floor_days)).await {
+                            return known.warn("raising a decommissioned alarm", e);
+                        }
+                        known.live.insert((Some(cam.clone()), kind), true);
+                    }
+                }
+                seen.insert(cam.clone(), d);
+            }
+            if known.is_live(Some(&cam), kind) {
+                match self.alarms.live(Some(&cam), kind).await {
+                    Ok(Some(a)) => {
+                        if let Some(by) = &a.acknowledged_by {
+                            let why = format!(
+                                "acknowledged by {by}: a decommission is permanent, so its acknowledgement closes the alarm"
+                            );
+                            self.apply(known, Some(&cam), kind, Verdict::Good(why)).await;
+                        }
+                    }
+                    Ok(None) => {
+                        known.live.insert((Some(cam), kind), false);
+                    }
+                    Err(e) => known.warn("reading alarms", e),
+                }
+            }
+        }
+    }
+
+    async fn run_storage(self: Arc<Self>, stop: CancellationToken) {
+        let cfg = &self.config.watchdog;
+        let mut tick = tokio::time::interval(cfg.storage_check);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut known = Known::default();
+        let mut footage = FootageBytes::default();
+        let store = Store::from_config(&self.config.storage);
+        let floor = self.config.policy.floor_days;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.cancelled() => return,
+            }
+            let now = now_us();
+            let recording: Vec<String> = self.fleet.hubs().iter().map(|h| h.id().as_str().to_owned()).collect();
+            let decommissioned: Vec<String> = match site::decommissioned(&self.db).await {
+                Ok(l) => l.into_iter().map(|d| d.camera).collect(),
+                Err(e) => {
+                    known.warn("reading decommissioned cameras", e);
+                    continue;
+                }
+            };
+            let forecast_for: Vec<String> = recording.iter().filter(|c| !decommissioned.contains(c)).cloned().collect();
+            match site::storage_forecast(&self.db, &store, &forecast_for, floor, now, &mut footage).await {
+                Ok(v) => self.apply(&mut known, None, AlarmKind::StorageForecast, v).await,
+                Err(e) => known.warn("forecasting storage", e),
+            }
+            let mut cameras = recording.clone();
+            match site::first_recorded_cameras(&self.db).await {
+                Ok(more) => cameras.extend(more.into_iter().filter(|c| !recording.contains(c))),
+                Err(e) => known.warn("reading camera_first_recorded", e),
+            }
+            for c in cameras {
+                match site::retention_short(&self.db, &c, recording.contains(&c), floor, now).await {
+                    Ok(v) => self.apply(&mut known, Some(&c), AlarmKind::RetentionShort, v).await,
+                    Err(e) => known.warn("checking the retention horizon", e),
+                }
+            }
+        }
+    }
+
+    /// Raises or clears when the verdict differs from what is known.
+    async fn apply(&self, known: &mut Known, camera: Option<&str>, kind: AlarmKind, v: Verdict) {
+        let key = (camera.map(str::to_owned), kind);
+        let was = known.live.get(&key).copied();
+        match v {
+            Verdict::Bad(d) if was != Some(true) => match self.alarms.raise(camera, kind, &d).await {
+                Ok(_) => {
+                    known.live.insert(key, true);
+                }
+                Err(e) => known.warn("raising an alarm", e),
+            },
+            Verdict::Good(d) if was != Some(false) => match self.alarms.clear(camera, kind, &d).await {
+                Ok(_) => {
+                    known.live.insert(key, false);
+                }
+                Err(e) => known.warn("clearing an alarm", e),
+            },
+            _ => {}
+        }
+    }
+}
