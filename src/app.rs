@@ -171,12 +171,23 @@ impl App {
             }));
         }
 
+        // The proof of coverage: closes the days that ended into the ledger now, then
+        // every few minutes, so the sweeper below never outruns it.
+        let coverage = Arc::new(crate::coverage::Ledger::new(db.clone(), Some(fleet.clone()), &config));
+        {
+            let ledger = coverage.clone();
+            aux.spawn(every(crate::coverage::LEDGER_PASS, shutdown.clone(), move || {
+                let ledger = ledger.clone();
+                async move { ledger.pass(now_us()).await }
+            }));
+        }
+
         // Expired footage: now (which also finishes a sweep a crash interrupted), then
         // every [retention] sweep_minutes. Aborted at shutdown like a crash: safe.
         let retention = Arc::new(crate::retention::Retention::new(db.clone(), storage.clone(), config.clone()));
         {
             let retention = retention.clone();
-            aux.spawn(every(config.retention.sweep_interval, shutdown.clone(), move || {
+            let sweeps = every(config.retention.sweep_interval, shutdown.clone(), move || {
                 let retention = retention.clone();
                 async move {
                     let opts = crate::retention::SweepOptions::default();
@@ -184,7 +195,13 @@ impl App {
                         warn!("sweep: {e}");
                     }
                 }
-            }));
+            });
+            // Not before the ledger has kept the days whose footage a sweep may delete.
+            let ledger = coverage.clone();
+            aux.spawn(async move {
+                ledger.wait_first_pass().await;
+                sweeps.await
+            });
         }
 
         let alarms = crate::alarms::Alarms::new(
@@ -238,6 +255,7 @@ impl App {
             started_us: started,
             auth: api::auth::shared(&config),
             retention,
+            coverage,
         };
         info!(
             "Cradle listening on http://{} — {} cameras, storage {}, database {}",

@@ -15,6 +15,7 @@ pub mod camsim;
 pub mod centre;
 pub mod centre_cli;
 pub mod config;
+pub mod coverage;
 pub mod db;
 pub mod demo;
 pub mod fleet;

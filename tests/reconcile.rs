@@ -166,7 +166,11 @@ async fn scenario(backend: Backend, local: bool) {
     if !local {
         // The pass that raised the alarm started after the plant, and skipped the planted
         // segment: it is younger than a minute (an upload may be racing its row).
-        assert!(segment_with_key(&server, since, &extra_key).await.is_none(), "a fresh object was indexed at once");
+        assert!(
+            segment_with_key(&server, since, &extra_key).await.is_none(),
+            "a fresh object was indexed at once; log:\n{}",
+            server.log()
+        );
     }
 
     // The one-shot full pass: reports the loss (exit 3) and the objects that are not segments.
@@ -206,4 +210,23 @@ async fn scenario(backend: Backend, local: bool) {
         assert!(storage.exists(k).await.unwrap(), "{k} was deleted");
     }
     assert!(segment_with_key(&server, since, &garbage_key).await.is_none(), "garbage was indexed");
+
+    // A row the sweeper has claimed (`deleting`: its object is being deleted) is its
+    // business: neither re-indexed back to `stored` while the object is there, nor
+    // footage missing once the object is gone.
+    let claimed = recorded[2]["key"].as_str().unwrap();
+    let db = cradle::db::Db::connect(&spec.database_url).await.unwrap();
+    sqlx::query("UPDATE segments SET state = 'deleting' WHERE object_key = $1")
+        .bind(claimed)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let (code, out) = reconcile_cli(&spec, Some(0));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains("re-indexed"), "{out}");
+    assert_eq!(db.segment_state(claimed).await.unwrap().as_deref(), Some("deleting"));
+    storage.delete_many(&[claimed.to_owned()]).await.unwrap();
+    let (code, out) = reconcile_cli(&spec, Some(0));
+    assert_eq!(code, Some(0), "a deleting row's object is not missing footage: {out}");
+    db.close().await;
 }

@@ -8,6 +8,7 @@
 mod alarms;
 pub mod auth;
 mod centre;
+mod coverage;
 mod error;
 mod metrics;
 mod retention;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub config: Arc<crate::config::Config>,
     /// The sweeper and its policy (`POST /api/v1/retention/sweep`).
     pub retention: Arc<crate::retention::Retention>,
+    /// The proof of coverage (`GET /api/v1/coverage`, `GET /api/v1/armed`).
+    pub coverage: Arc<crate::coverage::Ledger>,
 }
 
 impl AppState {
@@ -102,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .merge(centre::routes())
         .merge(alarms::routes())
         .merge(retention::routes())
+        .merge(coverage::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)
 }

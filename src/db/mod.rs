@@ -18,6 +18,7 @@ pub mod accounts;
 pub mod audit;
 pub mod cameras;
 pub mod centre;
+pub mod coverage;
 pub mod reconcile;
 pub mod retention;
 

@@ -12,6 +12,7 @@ are a Debian package and are not visible to pyenv/venv pythons.
 Usage:
     gst_camera.py --port 8554 [--mount /cam] [--codec h264|h265]
                   [--width 1280 --height 720 --fps 25 --bitrate-kbps 2000]
+                  [--pattern ball|snow|...]
                   [--gop-frames 50]
                   [--user U --password P [--auth digest|basic]]
                   [--clock-offset-seconds N]
@@ -42,6 +43,12 @@ def parse_args(argv):
     p.add_argument("--height", type=int, default=720)
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--bitrate-kbps", type=int, default=2000)
+    p.add_argument(
+        "--pattern",
+        default="ball",
+        help="videotestsrc pattern; 'snow' (noise) makes the encoder spend its "
+        "whole --bitrate-kbps, so bitrate changes show in the stream",
+    )
     p.add_argument(
         "--gop-frames",
         type=int,
@@ -81,7 +88,7 @@ def launch_description(args):
     burns the running time into the picture for humans looking at footage.
     """
     raw = (
-        "videotestsrc is-live=true pattern=ball "
+        f"videotestsrc is-live=true pattern={args.pattern} "
         f"! video/x-raw,width={args.width},height={args.height},"
         f"framerate={args.fps}/1 "
         "! timeoverlay ! videoconvert ! video/x-raw,format=I420 "
