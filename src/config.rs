@@ -994,6 +994,17 @@ mod tests {
     }
 
     #[test]
+    fn watchdog_windows_are_checked() {
+        let c = parse("[server]\n[watchdog]\nrate_window_seconds = 2\nbaseline_seconds = 20\nstorage_check_seconds = 1\n").unwrap();
+        assert_eq!((c.watchdog.rate_window.as_secs(), c.watchdog.baseline.as_secs()), (2, 20));
+        assert_eq!(c.watchdog.clock_window.as_secs(), 300);
+        let e = parse("[server]\n[watchdog]\nrate_window_seconds = 10\nbaseline_seconds = 30\n").unwrap_err();
+        assert_eq!(e.key, "watchdog.baseline_seconds");
+        let e = parse("[server]\n[watchdog]\nclock_window_seconds = 1\n").unwrap_err();
+        assert_eq!(e.key, "watchdog.clock_window_seconds");
+    }
+
+    #[test]
     fn segment_length_bounds() {
         let e = parse("[server]\n[recording]\nsegment_seconds = 1\n").unwrap_err();
         assert_eq!(e.key, "recording.segment_seconds");

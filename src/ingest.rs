@@ -107,7 +107,7 @@ fn note_sender_report(hub: &CameraHub, rtcp: &retina::rtcp::ReceivedCompoundPack
 /// NTP 32.32 fixed point, seconds since 1900 (RFC 5905 §6), to µs since the Unix epoch.
 fn ntp_to_unix_us(ntp: u64) -> i64 {
     const UNIX_EPOCH_NTP: i128 = 2_208_988_800 << 32;
-    (((ntp as i128) - UNIX_EPOCH_NTP) * 1_000_000 >> 32) as i64
+    ((((ntp as i128) - UNIX_EPOCH_NTP) * 1_000_000) >> 32) as i64
 }
 
 /// Adds an operator's hint to the errors people actually hit.

@@ -3,7 +3,8 @@
 //! The data flow, top to bottom (see README and ARCHITECTURE):
 //! camera ─RTSP→ [`ingest`] → [`hub`] → [`record`] (segments → spool → uploader)
 //! → [`storage`] + [`db`] index; [`watchdog`] turns hub and spool counters into camera
-//! health and [`alarms`]; [`api`] serves state and recordings over HTTP;
+//! health and [`alarms`]; [`coverage`] proves from the index, per camera and day, what
+//! was recorded and why not; [`api`] serves state and recordings over HTTP;
 //! [`camsim`] simulates cameras for the demo, tests and benchmarks.
 
 pub mod alarms;

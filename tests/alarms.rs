@@ -193,6 +193,24 @@ async fn a_stopped_camera_raises_no_frames_within_seconds_and_its_return_clears_
     wait_health(&server, "room-1", "recording", Duration::from_secs(10)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_left_by_a_camera_taken_out_of_the_config_is_cleared_after_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut spec = ServerSpec::new(Backend::Sqlite, tmp.path()).await;
+    spec.extra_toml = watchdog_toml("no_frames_seconds = 2");
+    spec.cameras.push(CameraSpec::new("unplugged", &format!("rtsp://127.0.0.1:{}/cam1", free_port())));
+    let mut server = spec.start().await;
+    let op = operator(&spec, &server).await;
+    wait_alarm(&server, &op, Some("unplugged"), "no_frames", &["raised"], Duration::from_secs(15)).await;
+    server.terminate();
+    // The camera leaves the configuration; nothing records it, so nothing else would clear it.
+    spec.cameras.clear();
+    let server = spec.start().await;
+    let op = server.login(OPERATOR, PASSWORD).await;
+    let a = wait_alarm(&server, &op, Some("unplugged"), "no_frames", &["cleared"], Duration::from_secs(30)).await;
+    assert!(a["clear_detail"].as_str().unwrap().contains("no longer recorded by this server"), "{a:#}");
+}
+
 // ---- reconnect storm --------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

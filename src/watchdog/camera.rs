@@ -104,12 +104,13 @@ impl CameraWatch {
     }
 
     /// One tick: a verdict per kind of [`CAMERA_KINDS`]. `live(kind)` says whether that
-    /// alarm is currently raised (the reconnect storm clears only after a quiet window).
+    /// alarm is raised (`None`: not known yet, e.g. left by a previous run); the
+    /// reconnect storm clears only after a whole quiet window.
     pub fn observe(
         &mut self,
         s: Sample,
         cfg: &WatchdogConfig,
-        live: impl Fn(AlarmKind) -> bool,
+        live: impl Fn(AlarmKind) -> Option<bool>,
     ) -> Vec<(AlarmKind, Verdict)> {
         let now = s.now;
         let cam = &self.name;
@@ -150,21 +151,25 @@ impl CameraWatch {
         }
         let n = self.reconnects.len();
         let window = cfg.reconnect_window.as_secs();
+        let storm_live = live(AlarmKind::ReconnectStorm);
         let storm = if n >= cfg.reconnect_storm_count as usize {
             Verdict::Bad(format!(
                 "camera {cam:?}: {n} reconnects in the last {window} s (threshold {}){}",
                 cfg.reconnect_storm_count,
                 s.error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default()
             ))
-        } else if n == 0 {
-            Verdict::Good(format!("camera {cam:?}: no reconnect for {window} s"))
-        } else if !live(AlarmKind::ReconnectStorm) {
+        } else if storm_live == Some(false) {
             Verdict::Good(format!("camera {cam:?}: {n} reconnects in the last {window} s"))
+        } else if n == 0 && now - self.since >= window_us {
+            Verdict::Good(format!("camera {cam:?}: no reconnect for {window} s"))
         } else {
-            Verdict::Unknown // raised: clears only after a whole window without one
+            Verdict::Unknown // raised (or maybe, by a previous run): clears after a quiet window
         };
 
-        let flowing_us = (no_frames_us / 2).max(1_000_000);
+        // A window counts only if frames kept coming through it: a pause of half the
+        // window would look like a halved frame rate, and is no_frames' business.
+        let half_window = (cfg.rate_window.as_micros() as i64 / 2).max(1_500_000);
+        let flowing_us = (no_frames_us / 2).min(half_window);
         let flowing = s.last_frame_us != 0 && now - s.last_frame_us < flowing_us;
         let rates = self.rates.observe(
             RateInput { now, frames: s.frames, mark: s.mark, flowing, new_run },
@@ -255,13 +260,13 @@ mod tests {
         let cfg = cfg();
         let mut w = CameraWatch::new("Room 1", T0, &cfg);
         let mut s = Sample { now: T0 + 1_000_000, frames: 25, last_frame_us: T0 + 990_000, connected: true, ..Default::default() };
-        assert!(matches!(verdict(&w.observe(s.clone(), &cfg, |_| false), AlarmKind::NoFrames), Verdict::Good(_)));
+        assert!(matches!(verdict(&w.observe(s.clone(), &cfg, |_| Some(false)), AlarmKind::NoFrames), Verdict::Good(_)));
         s.now = T0 + 10_900_000; // 9.91 s since the last frame
-        assert!(matches!(verdict(&w.observe(s.clone(), &cfg, |_| false), AlarmKind::NoFrames), Verdict::Good(_)));
+        assert!(matches!(verdict(&w.observe(s.clone(), &cfg, |_| Some(false)), AlarmKind::NoFrames), Verdict::Good(_)));
         s.now = T0 + 11_900_000;
         s.connected = false;
         s.error = Some("camera \"room-1\": connection refused".into());
-        let v = w.observe(s.clone(), &cfg, |_| false);
+        let v = w.observe(s.clone(), &cfg, |_| Some(false));
         let Verdict::Bad(d) = verdict(&v, AlarmKind::NoFrames) else { panic!("{v:?}") };
         assert!(d.contains("no frame for 10.9 s") && d.contains("threshold 10 s") && d.contains("refused"), "{d}");
         assert_eq!(w.health(&cfg, |_| false, None).0, "offline");
@@ -269,7 +274,7 @@ mod tests {
         s.last_frame_us = s.now - 20_000;
         s.connected = true;
         s.error = None;
-        assert!(matches!(verdict(&w.observe(s, &cfg, |_| false), AlarmKind::NoFrames), Verdict::Good(_)));
+        assert!(matches!(verdict(&w.observe(s, &cfg, |_| Some(false)), AlarmKind::NoFrames), Verdict::Good(_)));
         assert_eq!(w.health(&cfg, |_| false, None).0, "recording");
     }
 
@@ -278,10 +283,10 @@ mod tests {
         let cfg = cfg();
         let mut w = CameraWatch::new("cam", T0, &cfg);
         let s = Sample { now: T0 + 5_000_000, ..Default::default() };
-        assert_eq!(*verdict(&w.observe(s, &cfg, |_| false), AlarmKind::NoFrames), Verdict::Unknown);
+        assert_eq!(*verdict(&w.observe(s, &cfg, |_| Some(false)), AlarmKind::NoFrames), Verdict::Unknown);
         assert_eq!(w.health(&cfg, |_| false, None).0, "starting");
         let s = Sample { now: T0 + 10_000_000, ..Default::default() };
-        assert!(matches!(verdict(&w.observe(s, &cfg, |_| false), AlarmKind::NoFrames), Verdict::Bad(_)));
+        assert!(matches!(verdict(&w.observe(s, &cfg, |_| Some(false)), AlarmKind::NoFrames), Verdict::Bad(_)));
         assert_eq!(w.health(&cfg, |_| false, None).0, "offline");
         assert_eq!(w.health(&cfg, |_| false, Some("moved")).0, "decommissioned");
     }
@@ -299,7 +304,7 @@ mod tests {
                 s.reconnects += 1;
                 s.runs += 1;
             }
-            let v = verdict(&w.observe(s.clone(), &cfg, |_| *live), AlarmKind::ReconnectStorm).clone();
+            let v = verdict(&w.observe(s.clone(), &cfg, |_| Some(*live)), AlarmKind::ReconnectStorm).clone();
             match &v {
                 Verdict::Bad(_) => *live = true,
                 Verdict::Good(_) => *live = false,
@@ -321,5 +326,15 @@ mod tests {
             step(&mut w, &mut s, false, &mut live);
         }
         assert!(!live, "cleared after a whole window without a reconnect");
+    }
+
+    #[test]
+    fn a_storm_left_by_a_previous_run_clears_only_after_a_quiet_window_of_this_one() {
+        let cfg = cfg();
+        let mut w = CameraWatch::new("cam", T0, &cfg);
+        let at = |secs: i64| Sample { now: T0 + secs * 1_000_000, frames: 1, last_frame_us: T0 + secs * 1_000_000, ..Default::default() };
+        assert_eq!(*verdict(&w.observe(at(1), &cfg, |_| None), AlarmKind::ReconnectStorm), Verdict::Unknown);
+        assert_eq!(*verdict(&w.observe(at(19), &cfg, |_| None), AlarmKind::ReconnectStorm), Verdict::Unknown);
+        assert!(matches!(verdict(&w.observe(at(20), &cfg, |_| None), AlarmKind::ReconnectStorm), Verdict::Good(_)));
     }
 }

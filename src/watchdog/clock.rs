@@ -122,8 +122,9 @@ impl ClockWatch {
             )))
         } else if span >= window_us - 1_000_000 {
             Some(Verdict::Good(format!(
-                "the camera's RTP clock kept the server's pace within {:.3} s over {secs:.0} s",
-                gained.abs() as f64 / 1e6
+                "the camera's RTP clock kept the server's pace within {:.3} s over {:.0} s",
+                gained.abs() as f64 / 1e6,
+                span as f64 / 1e6
             )))
         } else {
             Some(Verdict::Unknown)

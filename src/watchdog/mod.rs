@@ -70,6 +70,9 @@ impl Verdict {
 const INDEX_CHECK: Duration = Duration::from_secs(2);
 /// At most one warning this often about the watchdog's own failures (a database down).
 const WARN_EVERY: Duration = Duration::from_secs(30);
+/// A camera missing from the fleet this long has left it (a restart with new settings
+/// takes it out for a moment, and must not clear and raise its alarms).
+const GONE_AFTER_US: i64 = 10_000_000;
 
 pub struct Watchdog {
     pub fleet: Arc<Fleet>,
@@ -81,6 +84,14 @@ pub struct Watchdog {
     pub storage_description: String,
 }
 
+/// A camera being watched.
+struct Watched {
+    hub: Arc<CameraHub>,
+    watch: CameraWatch,
+    /// Since when the fleet has not listed it.
+    missing_since: Option<WallUs>,
+}
+
 /// What the watchdog believes about each alarm: live (true) or cleared (false). Absent
 /// means not known yet (the first verdict acts, settling what a previous run left).
 #[derive(Default)]
@@ -90,8 +101,13 @@ struct Known {
 }
 
 impl Known {
+    /// Live (`Some(true)`), cleared, or not known yet (`None`).
+    fn state(&self, camera: Option<&str>, kind: AlarmKind) -> Option<bool> {
+        self.live.get(&(camera.map(str::to_owned), kind)).copied()
+    }
+
     fn is_live(&self, camera: Option<&str>, kind: AlarmKind) -> bool {
-        self.live.get(&(camera.map(str::to_owned), kind)).copied().unwrap_or(false)
+        self.state(camera, kind).unwrap_or(false)
     }
 
     fn warn(&mut self, what: &str, e: impl std::fmt::Display) {
@@ -114,15 +130,20 @@ impl Watchdog {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut known = Known::default();
-        let mut cams: HashMap<String, (Arc<CameraHub>, CameraWatch)> = HashMap::new();
+        let mut cams: HashMap<String, Watched> = HashMap::new();
         let mut decommissioned: HashMap<String, Decommissioned> = HashMap::new();
         let mut last_index_check: Option<Instant> = None;
+        let started = Instant::now();
+        let mut ghosts_cleared = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
             let now = now_us();
+            if !ghosts_cleared && started.elapsed() >= Duration::from_micros(GONE_AFTER_US as u64) {
+                ghosts_cleared = self.clear_ghosts(&mut known).await;
+            }
             if last_index_check.is_none_or(|t| t.elapsed() >= INDEX_CHECK) {
                 last_index_check = Some(Instant::now());
                 self.check_decommissions(&mut known, &mut decommissioned).await;
@@ -142,13 +163,20 @@ impl Watchdog {
         &self,
         now: WallUs,
         known: &mut Known,
-        cams: &mut HashMap<String, (Arc<CameraHub>, CameraWatch)>,
+        cams: &mut HashMap<String, Watched>,
         decommissioned: &HashMap<String, Decommissioned>,
     ) {
         let cfg = &self.config.watchdog;
         let hubs = self.fleet.hubs();
         // Cameras that left the fleet: nothing watches them any more.
-        let gone: Vec<String> = cams.keys().filter(|id| !hubs.iter().any(|h| h.id().as_str() == *id)).cloned().collect();
+        let mut gone = Vec::new();
+        for (id, w) in cams.iter_mut() {
+            if hubs.iter().any(|h| h.id().as_str() == id) {
+                w.missing_since = None;
+            } else if now - *w.missing_since.get_or_insert(now) >= GONE_AFTER_US {
+                gone.push(id.clone());
+            }
+        }
         for id in gone {
             cams.remove(&id);
             for kind in CAMERA_KINDS {
@@ -159,13 +187,14 @@ impl Watchdog {
         for hub in hubs {
             let id = hub.id().as_str().to_owned();
             let fresh = match cams.get(&id) {
-                Some((h, _)) => !Arc::ptr_eq(h, &hub), // restarted with new settings
+                Some(w) => !Arc::ptr_eq(&w.hub, &hub), // restarted with new settings
                 None => true,
             };
             if fresh {
-                cams.insert(id.clone(), (hub.clone(), CameraWatch::new(&hub.config.name, now, cfg)));
+                let watch = CameraWatch::new(&hub.config.name, now, cfg);
+                cams.insert(id.clone(), Watched { hub: hub.clone(), watch, missing_since: None });
             }
-            let (_, watch) = cams.get_mut(&id).expect("inserted above");
+            let watch = &mut cams.get_mut(&id).expect("inserted above").watch;
             let decom = decommissioned.get(&id);
             let verdicts = match decom {
                 Some(_) => CAMERA_KINDS
@@ -174,7 +203,7 @@ impl Watchdog {
                     .collect(),
                 None => {
                     let sample = Sample::take(&hub, now);
-                    watch.observe(sample, cfg, |k| known.is_live(Some(&id), k))
+                    watch.observe(sample, cfg, |k| known.state(Some(&id), k))
                 }
             };
             for (kind, v) in verdicts {
@@ -195,6 +224,31 @@ impl Watchdog {
                 hub.set_health(Health { state, since_us, detail });
             }
         }
+    }
+
+    /// After a restart: pipeline alarms a previous run left live for cameras this server
+    /// no longer records (taken out of the config file) have no one to clear them.
+    /// Cradle runs one node, so a camera it does not record is recorded by no one.
+    /// Answers whether that was done.
+    async fn clear_ghosts(&self, known: &mut Known) -> bool {
+        let live = match self.alarms.all_live().await {
+            Ok(l) => l,
+            Err(e) => {
+                known.warn("reading live alarms", e);
+                return false;
+            }
+        };
+        let hubs = self.fleet.hubs();
+        for a in live {
+            let Some(cam) = a.camera_id.as_deref() else { continue };
+            let Some(kind) = AlarmKind::parse(&a.kind).filter(|k| CAMERA_KINDS.contains(k)) else { continue };
+            if hubs.iter().any(|h| h.id().as_str() == cam) {
+                continue;
+            }
+            let why = format!("camera {cam:?} is no longer recorded by this server (not in its configuration)");
+            self.apply(known, Some(cam), kind, Verdict::Good(why)).await;
+        }
+        true
     }
 
     /// Raises a `decommissioned` alarm once per decommission, and clears it once it is

@@ -166,7 +166,7 @@ fn judge_frame_rate(fps: f64, base: Option<f64>, ratio: f64, secs: f64) -> Verdi
     let Some(base) = base else { return Verdict::Unknown };
     if fps < ratio * base {
         Verdict::Bad(format!(
-            "frame rate {fps:.1} fps over the last {secs:.0} s, below {:.0} % of this camera's baseline of {base:.1} fps",
+            "frame rate {fps:.1} fps over the last {secs:.1} s, below {:.0} % of this camera's baseline of {base:.1} fps",
             ratio * 100.0
         ))
     } else {
@@ -180,7 +180,7 @@ fn judge_bitrate(bps: f64, key: f64, span: f64, base: Option<(f64, f64)>, ratio:
     let low_key = key < ratio * base_key;
     if low_rate && low_key {
         Verdict::Bad(format!(
-            "bitrate {} over the last {span:.0} s of whole GOPs, below {:.0} % of this camera's baseline of {}; \
+            "bitrate {} over the last {span:.1} s of whole GOPs, below {:.0} % of this camera's baseline of {}; \
              keyframes {} against {} (a covered lens, a failed sensor or a starved encoder)",
             kbit(bps),
             ratio * 100.0,
@@ -259,7 +259,7 @@ mod tests {
             for _ in 0..secs {
                 for f in 0..fps {
                     let at = self.now + (f as i64) * 1_000_000 / fps as i64;
-                    if self.frames % gop == 0 {
+                    if self.frames.is_multiple_of(gop) {
                         self.mark = KeyMark {
                             keyframes: self.mark.keyframes + 1,
                             bytes_before: self.bytes,

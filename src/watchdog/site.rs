@@ -123,7 +123,7 @@ const FULL_EVERY: u32 = 10;
 
 impl FootageBytes {
     async fn get(&mut self, db: &Db) -> Result<i64, DbError> {
-        let full = self.checks % FULL_EVERY == 0;
+        let full = self.checks.is_multiple_of(FULL_EVERY);
         self.checks = self.checks.wrapping_add(1);
         let from = if full { 0 } else { self.max_id };
         let r = sqlx::query("SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) AS b, MAX(id) AS m FROM segments WHERE id > $1")
@@ -229,26 +229,31 @@ pub async fn retention_short(
     now: WallUs,
 ) -> Result<Verdict, DbError> {
     let oldest = db.oldest_segment_start(camera).await?;
-    if let Some(o) = oldest {
-        // Insert, or lower when older footage turned up (reindex); never raise.
-        sqlx::query(
-            "INSERT INTO camera_first_recorded (camera_id, first_start_us, noted_at_us) VALUES ($1, $2, $3)
-             ON CONFLICT (camera_id) DO UPDATE SET first_start_us = excluded.first_start_us
-             WHERE excluded.first_start_us < camera_first_recorded.first_start_us",
-        )
-        .bind(camera)
-        .bind(o)
-        .bind(now)
-        .execute(db.pool())
-        .await?;
-    }
-    let first: Option<i64> = sqlx::query("SELECT first_start_us FROM camera_first_recorded WHERE camera_id = $1")
+    let noted: Option<i64> = sqlx::query("SELECT first_start_us FROM camera_first_recorded WHERE camera_id = $1")
         .bind(camera)
         .fetch_optional(db.pool())
         .await?
         .map(|r| r.try_get("first_start_us"))
         .transpose()?;
-    let Some(first) = first else { return Ok(Verdict::Unknown) };
+    let first = match (noted, oldest) {
+        (Some(f), Some(o)) if o >= f => f,
+        (None, None) => return Ok(Verdict::Unknown),
+        (Some(f), None) => f,
+        (_, Some(o)) => {
+            // New, or older footage turned up (reindex): lower it; it is never raised.
+            sqlx::query(
+                "INSERT INTO camera_first_recorded (camera_id, first_start_us, noted_at_us) VALUES ($1, $2, $3)
+                 ON CONFLICT (camera_id) DO UPDATE SET first_start_us = excluded.first_start_us
+                 WHERE excluded.first_start_us < camera_first_recorded.first_start_us",
+            )
+            .bind(camera)
+            .bind(o)
+            .bind(now)
+            .execute(db.pool())
+            .await?;
+            o
+        }
+    };
     let horizon = now - floor_days as i64 * DAY_US;
     let days = |us: i64| us as f64 / DAY_US as f64;
     if first > horizon {
