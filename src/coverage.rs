@@ -291,7 +291,13 @@ fn classify_hole(hs: WallUs, he: WallUs, began: WallUs, f: &DayFacts, gaps: &mut
         }
         Some(i) if t < i => {
             let e = he.min(i);
-            push(gaps, t, e, Cause::NotYetInstalled, format!("before this camera's first footage or event ({})", format_rfc3339(i)));
+            push(
+                gaps,
+                t,
+                e,
+                Cause::NotYetInstalled,
+                format!("before this camera's first footage or event ({})", format_rfc3339(i)),
+            );
             t = e;
         }
         Some(_) => {}
@@ -313,6 +319,11 @@ fn classify_hole(hs: WallUs, he: WallUs, began: WallUs, f: &DayFacts, gaps: &mut
 fn classify_running(a: WallUs, b: WallUs, began: WallUs, f: &DayFacts, gaps: &mut Vec<CoverageGap>) {
     let mut cuts: Vec<(WallUs, WallUs, &Downtime)> = Vec::new();
     for d in f.downtimes {
+        // A hole that began after the server was back, or ended before it stopped, is
+        // not this downtime's.
+        if began > d.end_us || b <= d.start_us {
+            continue;
+        }
         // Up to START_LAG after the start, or until the camera reports a failure.
         let camera_spoke = f
             .events
@@ -323,7 +334,7 @@ fn classify_running(a: WallUs, b: WallUs, began: WallUs, f: &DayFacts, gaps: &mu
         // The shutdown before the stop is the stop's when the hole began within it;
         // a camera already out before that keeps its own cause until the stop.
         let from = if began >= d.start_us - STOP_LEAD_US { a } else { d.start_us.max(a) };
-        if from < to && d.start_us < b {
+        if from < to {
             cuts.push((from, to, d));
         }
     }
@@ -476,8 +487,23 @@ pub struct CameraFacts {
     pub oldest_footage_us: Option<WallUs>,
     pub decommissioned: Option<(WallUs, String)>,
     earliest_spooled_us: Option<WallUs>,
-    /// The segment being written: (its start, how far it reaches now).
+    /// The segment being written: (its start, the camera's last frame).
     in_progress: Option<(WallUs, WallUs)>,
+}
+
+fn earliest(a: Option<WallUs>, b: Option<WallUs>) -> Option<WallUs> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What the cameras of one request share ([`Ledger::snapshot`]).
+#[derive(Clone, Debug, Default)]
+pub struct Snapshot {
+    pub downtimes: Vec<Downtime>,
+    /// Per camera, the start of its oldest segment still in the spool.
+    spooled: HashMap<String, WallUs>,
 }
 
 /// A camera's days over a range.
@@ -499,6 +525,8 @@ pub struct Ledger {
     floor_us: i64,
     /// Set once the first [`Ledger::pass`] has run (see [`Ledger::wait_first_pass`]).
     first_pass: tokio::sync::watch::Sender<bool>,
+    /// Per camera: recording since, and up to where the index was checked for gaps.
+    since: std::sync::Mutex<HashMap<String, (WallUs, WallUs)>>,
 }
 
 impl Ledger {
@@ -510,6 +538,7 @@ impl Ledger {
             close_after_us: 2 * config.recording.segment_duration.as_micros() as i64 + CLOSE_MARGIN_US,
             floor_us: i64::from(config.policy.floor_days) * 86_400 * 1_000_000,
             first_pass: tokio::sync::watch::Sender::new(false),
+            since: Default::default(),
         }
     }
 
@@ -536,13 +565,13 @@ impl Ledger {
         let _ = rx.wait_for(|done| *done).await;
     }
 
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
-    /// The server's downtimes (one query; pass the result to every camera of a request).
-    pub async fn downtimes(&self) -> Result<Vec<Downtime>> {
-        Ok(downtimes(&self.db.server_lifecycle().await?))
+    /// What every camera of a request shares, read once: the server's downtimes and
+    /// the spool's backlog.
+    pub async fn snapshot(&self) -> Result<Snapshot> {
+        Ok(Snapshot {
+            downtimes: downtimes(&self.db.server_lifecycle().await?),
+            spooled: self.db.earliest_spooled().await?.into_iter().collect(),
+        })
     }
 
     /// The cameras a report over `days` covers: every camera recorded now, and any
@@ -568,19 +597,17 @@ impl Ledger {
     /// Whether the camera is known at all: recorded now, or has footage, events or
     /// ledger rows.
     pub async fn knows(&self, camera: &str) -> Result<bool> {
-        let f = self.facts(camera).await?;
+        let f = self.facts(camera, &Snapshot::default()).await?;
         Ok(f.configured || f.installed_us.is_some())
     }
 
     /// Loads what the ledger needs to know about a camera.
-    pub async fn facts(&self, camera: &str) -> Result<CameraFacts> {
+    pub async fn facts(&self, camera: &str, snap: &Snapshot) -> Result<CameraFacts> {
         let hub = self.fleet.as_ref().and_then(|f| f.hubs().into_iter().find(|h| h.id().as_str() == camera));
-        let first_footage_us = self.db.first_footage(camera).await?;
+        let oldest_footage_us = self.db.oldest_footage(camera).await?;
+        let first_footage_us = earliest(oldest_footage_us, self.db.ledger_first_recorded(camera).await?);
         let first_event = self.db.first_camera_event(camera).await?;
-        let installed_us = match (first_footage_us, first_event) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let installed_us = earliest(first_footage_us, first_event);
         let in_progress = hub.as_ref().and_then(|h| {
             let open = h.stats.open_segment_start_us.load(Ordering::Relaxed);
             let last = h.stats.last_frame_us.load(Ordering::Relaxed);
@@ -590,14 +617,11 @@ impl Ledger {
             camera_id: camera.to_owned(),
             name: hub.as_ref().map(|h| h.config.name.clone()),
             configured: hub.is_some(),
-            installed_us: match (installed_us, in_progress) {
-                (Some(i), Some((open, _))) => Some(i.min(open)),
-                (i, p) => i.or(p.map(|p| p.0)),
-            },
+            installed_us: earliest(installed_us, in_progress.map(|p| p.0)),
             first_footage_us,
-            oldest_footage_us: self.db.oldest_footage(camera).await?,
+            oldest_footage_us,
             decommissioned: self.db.decommissioned_at(camera).await?,
-            earliest_spooled_us: self.db.earliest_spooled(camera).await?,
+            earliest_spooled_us: snap.spooled.get(camera).copied(),
             in_progress,
         })
     }
@@ -716,16 +740,15 @@ impl Ledger {
         let cam = facts.camera_id.as_str();
         let mut spans = self.db.coverage_spans(cam, day.start_us, until).await?;
         let segments = spans.len() as i64;
-        if let Some((open, last_frame)) = facts.in_progress {
-            // Footage being written is not missing; it reaches now while frames flow.
-            let reach = if now - last_frame <= self.fresh_us { now } else { last_frame.max(open) };
+        if let Some((open, reach)) = self.in_progress(facts, now) {
             if open < until {
                 spans.push((open, reach.min(until)));
                 spans.sort_unstable();
             }
         }
         let footage_before_us = self.db.footage_end_before(cam, day.start_us).await?;
-        let since = footage_before_us.unwrap_or(day.start_us).min(day.start_us).max(facts.installed_us.unwrap_or(WallUs::MIN));
+        let since =
+            footage_before_us.unwrap_or(day.start_us).min(day.start_us).max(facts.installed_us.unwrap_or(WallUs::MIN));
         let events = self.db.camera_events(cam, since - EVENT_LEAD_US, until).await?;
         let f = DayFacts {
             start_us: day.start_us,
@@ -744,14 +767,14 @@ impl Ledger {
     /// floor can have been swept, so younger days cost nothing here.
     async fn footage(&self, facts: &CameraFacts, day: &CalendarDay, a: &DayAccount, now: WallUs) -> Result<Footage> {
         let (Some(first), Some(last)) = (a.first_recorded_us, a.last_recorded_us) else { return Ok(Footage::None) };
+        if day.end_us > now - self.floor_us {
+            return Ok(Footage::Kept);
+        }
         match facts.oldest_footage_us {
             None => return Ok(Footage::Expired),
             Some(o) if o >= last => return Ok(Footage::Expired),
             Some(o) if o > first + TOLERANCE_US => return Ok(Footage::PartlyExpired),
             _ => {}
-        }
-        if day.end_us > now - self.floor_us {
-            return Ok(Footage::Kept);
         }
         // Old enough to be swept, yet older footage remains (a legal hold): look.
         Ok(match self.db.footage_bounds(&facts.camera_id, day.start_us, day.end_us).await? {
@@ -761,9 +784,50 @@ impl Ledger {
         })
     }
 
+    /// The segment being written as a recorded span: footage being written is not
+    /// missing, and it reaches now while frames flow.
+    fn in_progress(&self, facts: &CameraFacts, now: WallUs) -> Option<(WallUs, WallUs)> {
+        let (open, last_frame) = facts.in_progress?;
+        Some((open, if now - last_frame <= self.fresh_us { now } else { last_frame.max(open) }))
+    }
+
     /// Since when the camera has recorded without a gap (the end of its latest gap),
     /// looking back at most `max_days`; `None` when it is not recording now.
+    ///
+    /// The answer is kept per camera with how far the index was checked, so the next
+    /// call (the status page asks every few seconds) reads only the segments indexed
+    /// since, not the whole day.
     pub async fn recording_since(
+        &self,
+        zone: &CentreTimeZone,
+        facts: &CameraFacts,
+        now: WallUs,
+        downtimes: &[Downtime],
+        max_days: u32,
+    ) -> Result<Option<WallUs>> {
+        let id = facts.camera_id.as_str();
+        let cached = self.since.lock().unwrap().get(id).copied();
+        if let Some((since, checked)) = cached {
+            let mut spans = self.db.coverage_spans(id, checked, now).await?;
+            let indexed_to = spans.iter().map(|s| s.1).max().unwrap_or(checked).clamp(checked, now);
+            spans.extend(self.in_progress(facts, now));
+            spans.sort_unstable();
+            if holes(checked, now, &spans).is_empty() {
+                self.since.lock().unwrap().insert(id.to_owned(), (since, indexed_to));
+                return Ok(Some(since));
+            }
+        }
+        let since = self.recording_since_uncached(zone, facts, now, downtimes, max_days).await?;
+        let mut cache = self.since.lock().unwrap();
+        match since {
+            // Everything before the segment in progress was just read from the index.
+            Some(s) => cache.insert(id.to_owned(), (s, self.in_progress(facts, now).map_or(now, |p| p.0).min(now))),
+            None => cache.remove(id),
+        };
+        Ok(since)
+    }
+
+    async fn recording_since_uncached(
         &self,
         zone: &CentreTimeZone,
         facts: &CameraFacts,
@@ -806,13 +870,14 @@ impl Ledger {
     /// footage), and recomputes stale days. Answers how many days were written.
     pub async fn close_days(&self, zone: &CentreTimeZone, now: WallUs) -> Result<usize> {
         let tz = zone.tz();
-        let downtimes = self.downtimes().await?;
+        let snap = self.snapshot().await?;
+        let downtimes = &snap.downtimes;
         let mut cameras: BTreeSet<String> =
             self.fleet.iter().flat_map(|f| f.hubs()).map(|h| h.id().to_string()).collect();
         cameras.extend(self.db.cameras_with_footage().await?);
         let mut written = 0;
         for cam in &cameras {
-            let facts = self.facts(cam).await?;
+            let facts = self.facts(cam, &snap).await?;
             let Some(installed) = facts.installed_us else { continue };
             // Cameras no longer recorded: nothing changes after their last footage.
             let until = if facts.configured {
@@ -832,16 +897,16 @@ impl Ledger {
                 batch.push(day);
                 day = day.next(tz)?;
                 if batch.len() == 31 {
-                    written += self.camera_days(zone, &facts, &batch, now, &downtimes).await?.len();
+                    written += self.camera_days(zone, &facts, &batch, now, downtimes).await?.len();
                     batch.clear();
                 }
             }
-            written += self.camera_days(zone, &facts, &batch, now, &downtimes).await?.len();
+            written += self.camera_days(zone, &facts, &batch, now, downtimes).await?.len();
         }
         for (cam, d) in self.db.ledger_stale(zone.name(), 1000).await? {
-            let facts = self.facts(&cam).await?;
+            let facts = self.facts(&cam, &snap).await?;
             let day = CalendarDay::parse(tz, &d)?;
-            written += self.camera_days(zone, &facts, &[day], now, &downtimes).await?.len();
+            written += self.camera_days(zone, &facts, &[day], now, downtimes).await?.len();
         }
         Ok(written)
     }
@@ -903,12 +968,25 @@ mod tests {
         assert_eq!(dt.len(), 2);
         let events = [ev(505, "disconnected"), ev(520, "connect_failed")];
         let a = account_day(&facts(&rec, &events, &dt, Some(0)));
-        assert_eq!(
-            causes(&a),
-            [(100, 142, "server_down"), (300, 331, "server_crashed"), (500, 600, "camera_offline")]
-        );
+        assert_eq!(causes(&a), [(100, 142, "server_down"), (300, 331, "server_crashed"), (500, 600, "camera_offline")]);
         assert_eq!(a.recorded_us + a.gap_us, 1000 * S);
         assert_eq!(a.gap_us, (42 + 31 + 100) * S);
+    }
+
+    #[test]
+    fn a_crash_soon_after_a_restart_is_not_the_restarts() {
+        // Restarted at 140 (recording again at 142), killed at ~150, back at 160.
+        let rec = spans(&[(0, 100), (142, 150), (162, 1000)]);
+        let life = [
+            server(0, "server_started"),
+            server(101, "server_stopped"),
+            server(140, "server_started"),
+            server(146, "server_crashed"),
+            server(160, "server_started"),
+        ];
+        let dt = downtimes(&life);
+        let a = account_day(&facts(&rec, &[], &dt, Some(0)));
+        assert_eq!(causes(&a), [(100, 142, "server_down"), (150, 162, "server_crashed")]);
     }
 
     #[test]
@@ -929,10 +1007,7 @@ mod tests {
         let mut f = facts(&rec, &[], &[], Some(300));
         f.decommissioned = Some((700 * S, "decommissioned by admin: moved"));
         let a = account_day(&f);
-        assert_eq!(
-            causes(&a),
-            [(0, 300, "not_yet_installed"), (600, 700, "unknown"), (700, 1000, "decommissioned")]
-        );
+        assert_eq!(causes(&a), [(0, 300, "not_yet_installed"), (600, 700, "unknown"), (700, 1000, "decommissioned")]);
         assert_eq!(a.excused_us, 600 * S);
         assert_eq!(a.expected_us(), 400 * S);
         assert_eq!(a.coverage_percent(), Some(75.0));
@@ -963,7 +1038,8 @@ mod tests {
 
     #[test]
     fn recomputing_keeps_what_the_ledger_proved_recorded() {
-        let g = |s: i64, e: i64, c: Cause| CoverageGap { start_us: s * S, end_us: e * S, cause: c, detail: String::new() };
+        let g =
+            |s: i64, e: i64, c: Cause| CoverageGap { start_us: s * S, end_us: e * S, cause: c, detail: String::new() };
         // The ledger: a gap 100–200. Later the footage 0–500 was swept and a segment
         // 150–160 re-indexed: recomputed alone, 0–150 and 160–500 would be gaps.
         let old = [g(100, 200, Cause::CameraOffline)];

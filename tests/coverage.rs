@@ -122,9 +122,12 @@ async fn restarts_crashes_and_a_camera_outage_are_gaps_with_their_causes(backend
     spec.extra_toml = "[watchdog]\nno_frames_seconds = 3\n".into();
     spec.cameras.push(CameraSpec::new("room-1", &format!("rtsp://127.0.0.1:{port_a}/cam1")));
     spec.cameras.push(CameraSpec::new("room-2", &format!("rtsp://127.0.0.1:{port_b}/cam1")));
-    for (user, role) in
-        [("parent-1", "parent"), ("committee-1", "committee"), ("police-1", "investigator"), ("regulator-1", "regulator")]
-    {
+    for (user, role) in [
+        ("parent-1", "parent"),
+        ("committee-1", "committee"),
+        ("police-1", "investigator"),
+        ("regulator-1", "regulator"),
+    ] {
         let out = spec.add_user(user, role, PASSWORD);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
@@ -138,7 +141,10 @@ async fn restarts_crashes_and_a_camera_outage_are_gaps_with_their_causes(backend
     })
     .await;
     let a = armed(&server).await;
-    assert_eq!((a["floor_days"].as_u64(), a["retention_days"].as_u64(), a["profile"].as_str()), (Some(90), Some(90), Some("national")));
+    assert_eq!(
+        (a["floor_days"].as_u64(), a["retention_days"].as_u64(), a["profile"].as_str()),
+        (Some(90), Some(90), Some("national"))
+    );
     for id in ["room-1", "room-2"] {
         let c = armed_camera(&a, id);
         assert_eq!((c["recording"].as_bool(), c["meets_floor"].as_bool()), (Some(true), Some(true)), "{c:#}");
@@ -217,16 +223,29 @@ async fn restarts_crashes_and_a_camera_outage_are_gaps_with_their_causes(backend
         assert!(first.1 >= t0 && first.1 < t0 + 15.0, "{camera}: first footage at {} (server started {t0})", first.1);
         let down = find_gap(gaps, "server_down", stopped_at);
         assert!((down.0 - stopped_at).abs() < 3.0, "{camera}: clean stop at {stopped_at}, gap {down:?}");
-        assert!(down.1 >= restarted_at && down.1 < restarted_at + 10.0, "{camera}: restart at {restarted_at}, gap {down:?}");
+        assert!(
+            down.1 >= restarted_at && down.1 < restarted_at + 10.0,
+            "{camera}: restart at {restarted_at}, gap {down:?}"
+        );
         let crash = find_gap(gaps, "server_crashed", killed_at);
-        assert!(crash.0 > killed_at - 3.0 && crash.0 < killed_at + 1.0, "{camera}: kill -9 at {killed_at}, gap {crash:?}");
-        assert!(crash.1 >= recovered_at && crash.1 < recovered_at + 10.0, "{camera}: restart at {recovered_at}, gap {crash:?}");
+        assert!(
+            crash.0 > killed_at - 3.0 && crash.0 < killed_at + 1.0,
+            "{camera}: kill -9 at {killed_at}, gap {crash:?}"
+        );
+        assert!(
+            crash.1 >= recovered_at && crash.1 < recovered_at + 10.0,
+            "{camera}: restart at {recovered_at}, gap {crash:?}"
+        );
     }
     let offline = find_gap(&g2, "camera_offline", cam_down_at);
     assert!((offline.0 - cam_down_at).abs() < 3.0, "camera stopped at {cam_down_at}, gap {offline:?}");
-    assert!(offline.1 >= cam_up_at - 0.5 && offline.1 < cam_up_at + 40.0, "camera back at {cam_up_at}, gap {offline:?}");
+    assert!(
+        offline.1 >= cam_up_at - 0.5 && offline.1 < cam_up_at + 40.0,
+        "camera back at {cam_up_at}, gap {offline:?}"
+    );
     // Coverage counts the outages, not the time before the cameras existed.
     let today = camera_of(&cov, "room-2")["days"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(today["footage"], "kept", "{today:#}");
     let expected = today["span_seconds"].as_f64().unwrap() - today["excused_seconds"].as_f64().unwrap();
     let pct = today["coverage_percent"].as_f64().unwrap();
     assert!((pct - today["recorded_seconds"].as_f64().unwrap() * 100.0 / expected).abs() < 0.01, "{today:#}");
@@ -249,7 +268,21 @@ async fn restarts_crashes_and_a_camera_outage_are_gaps_with_their_causes(backend
     let rows = parse_csv(&r.text().await.unwrap());
     assert_eq!(
         rows[0],
-        ["camera_id", "date", "row", "start", "end", "seconds", "cause", "detail", "recorded_seconds", "gap_seconds", "excused_seconds", "coverage_percent", "footage"]
+        [
+            "camera_id",
+            "date",
+            "row",
+            "start",
+            "end",
+            "seconds",
+            "cause",
+            "detail",
+            "recorded_seconds",
+            "gap_seconds",
+            "excused_seconds",
+            "coverage_percent",
+            "footage"
+        ]
     );
     let csv_gaps: Vec<(String, String, String, String)> = rows[1..]
         .iter()
@@ -263,7 +296,12 @@ async fn restarts_crashes_and_a_camera_outage_are_gaps_with_their_causes(backend
         .flat_map(|c| {
             c["days"].as_array().unwrap().iter().flat_map(move |d| {
                 d["gaps"].as_array().unwrap().iter().map(move |g| {
-                    (c["id"].as_str().unwrap().to_owned(), g["start"].as_str().unwrap().to_owned(), g["end"].as_str().unwrap().to_owned(), g["cause"].as_str().unwrap().to_owned())
+                    (
+                        c["id"].as_str().unwrap().to_owned(),
+                        g["start"].as_str().unwrap().to_owned(),
+                        g["end"].as_str().unwrap().to_owned(),
+                        g["cause"].as_str().unwrap().to_owned(),
+                    )
                 })
             })
         })
@@ -288,7 +326,8 @@ async fn restarts_crashes_and_a_camera_outage_are_gaps_with_their_causes(backend
     let bad = |q: String, needle: &'static str| {
         let server = &server;
         async move {
-            let (status, body) = server.call(Method::GET, &format!("/api/v1/coverage{q}"), Some(&server.token), None).await;
+            let (status, body) =
+                server.call(Method::GET, &format!("/api/v1/coverage{q}"), Some(&server.token), None).await;
             assert_eq!(status, StatusCode::BAD_REQUEST, "{q}: {body}");
             assert!(body["error"].as_str().unwrap().contains(needle), "{q}: {body}");
         }
@@ -299,7 +338,8 @@ async fn restarts_crashes_and_a_camera_outage_are_gaps_with_their_causes(backend
     bad(format!("?from={to}&to={from}"), "from must be before to").await;
     bad("?from=2026-01-01T00:00:00Z&to=2026-06-01T00:00:00Z".into(), "at most 93 days").await;
     bad(format!("?from={from}&to={to}&format=xml"), "use json or csv").await;
-    let (status, _) = server.call(Method::GET, &format!("{query}&camera=no-such-camera"), Some(&server.token), None).await;
+    let (status, _) =
+        server.call(Method::GET, &format!("{query}&camera=no-such-camera"), Some(&server.token), None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let one = server.get(&format!("{query}&camera=room-1")).await;
     assert_eq!(one["cameras"].as_array().unwrap().len(), 1);
@@ -350,24 +390,38 @@ async fn a_closed_day_keeps_its_ledger_answer_after_its_footage_is_swept(backend
     index_footage(&db, "room-1", m(8 * 60), m(10 * 60), 300 * S).await;
     index_footage(&db, "room-1", m(10 * 60 + 30), m(15 * 60), 300 * S).await;
     index_footage(&db, "room-1", m(15 * 60 + 20), m(25 * 60), 300 * S).await;
-    db.insert_event(Some("room-1"), m(10 * 60) + 5 * S, "disconnected", "RTSP session ended: connection reset").await.unwrap();
+    db.insert_event(Some("room-1"), m(10 * 60) + 5 * S, "disconnected", "RTSP session ended: connection reset")
+        .await
+        .unwrap();
     db.insert_event(None, m(15 * 60), "server_stopped", "server run synthetic-1 stopped cleanly").await.unwrap();
     db.insert_event(None, m(15 * 60 + 20), "server_started", "server run synthetic-2 started").await.unwrap();
     index_footage(&db, "old-cam", m(0), m(12 * 60), 300 * S).await;
     let centre = db.centre().await.unwrap();
     let old_cam = cradle::config::CameraId::parse("old-cam").unwrap();
-    db.decommission_camera(centre.id, &old_cam, "moved to the new building", cradle::centre::Stamp { by: "director", at_us: m(12 * 60) })
-        .await
-        .unwrap();
+    db.decommission_camera(
+        centre.id,
+        &old_cam,
+        "moved to the new building",
+        cradle::centre::Stamp { by: "director", at_us: m(12 * 60) },
+    )
+    .await
+    .unwrap();
     assert_eq!(centre.time_zone.name(), TZ);
 
     let server = spec.start().await;
-    // The server's first ledger pass closes the old days without being asked.
-    wait_until("the ledger pass to close the day", Duration::from_secs(30), || async {
-        db.ledger_days("room-1", TZ, &day.key(), &day.key()).await.unwrap().len() == 1
-            && db.ledger_days("old-cam", TZ, &day.key(), &day.key()).await.unwrap().len() == 1
+    // The server's first ledger pass closes the old days without being asked; only
+    // then does the sweeper delete their footage (older than the 90-day retention).
+    wait_until("the sweeper to delete the 100-day-old footage", Duration::from_secs(60), || async {
+        db.coverage_spans("room-1", day.start_us, next.end_us).await.unwrap().is_empty()
+            && db.coverage_spans("old-cam", day.start_us, next.end_us).await.unwrap().is_empty()
     })
     .await;
+    // room-1's footage reaches into the next day; old-cam's ended on the first (the
+    // days after a camera's last footage are computed on demand, not stored).
+    for (cam, days) in [("room-1", 2), ("old-cam", 1)] {
+        let rows = db.ledger_days(cam, TZ, &day.key(), &next.key()).await.unwrap();
+        assert_eq!(rows.len(), days, "{cam}: the ledger kept its days before the sweep: {rows:?}");
+    }
 
     let query = format!(
         "/api/v1/coverage?from={}&to={}",
@@ -397,7 +451,16 @@ async fn a_closed_day_keeps_its_ledger_answer_after_its_footage_is_swept(backend
     assert_days_add_up(&before);
     let d = room_day(&before);
     assert_eq!(d["date"], day.key());
-    assert_eq!((d["closed"].as_bool(), d["source"].as_str(), d["footage"].as_str()), (Some(true), Some("ledger"), Some("kept")), "{d:#}");
+    assert_eq!(
+        (d["closed"].as_bool(), d["source"].as_str(), d["footage"].as_str(), d["footage_expired"].as_bool()),
+        (Some(true), Some("ledger"), Some("expired"), Some(true)),
+        "{d:#}"
+    );
+    assert_eq!(
+        d["segments"].as_i64(),
+        Some(12 * 24 - 30 / 5 - 20 / 5 - 8 * 12),
+        "the rows it was computed from: {d:#}"
+    );
     assert_eq!(day_gaps(&d), expected_gaps(&[(600, 630)]), "{d:#}");
     let recorded = d["recorded_seconds"].as_f64().unwrap();
     assert_eq!(recorded, ((24 * 60 - 8 * 60 - 30 - 20) * 60) as f64);
@@ -419,18 +482,6 @@ async fn a_closed_day_keeps_its_ledger_answer_after_its_footage_is_swept(backend
     assert_eq!(old["days"][0]["coverage_percent"].as_f64(), Some(100.0));
     assert_eq!(day_gaps(&old["days"][1]), [(next.start_us, next.end_us, "decommissioned".to_owned())]);
     assert_eq!(old["days"][1]["coverage_percent"], Value::Null, "nothing was expected of it: {old:#}");
-
-    // The sweeper deletes the day's footage; the ledger still answers, marked expired.
-    sqlx::query("DELETE FROM segments WHERE camera_id = 'room-1' AND start_us < $1")
-        .bind(next.start_us)
-        .execute(db.pool())
-        .await
-        .unwrap();
-    let after = server.get(&query).await;
-    let d = room_day(&after);
-    assert_eq!(day_gaps(&d), expected_gaps(&[(600, 630)]), "{d:#}");
-    assert_eq!(d["recorded_seconds"].as_f64(), Some(recorded));
-    assert_eq!((d["source"].as_str(), d["footage"].as_str(), d["footage_expired"].as_bool()), (Some("ledger"), Some("expired"), Some(true)), "{d:#}");
 
     // A segment of that day indexed again (reindex, reconciler) makes the day stale:
     // recomputed, it adds the segment and keeps everything the ledger proved.

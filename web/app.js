@@ -1,5 +1,6 @@
-// Recording status page: every camera's state and the last hour's recorded spans and
-// gaps, from /api/v1/cameras and /api/v1/cameras/{id}/recordings. Refreshes every 5 s.
+// Recording status page: whether the centre is armed (and why not), every camera's state
+// and the last hour's recorded spans and gaps, from /api/v1/armed, /api/v1/cameras and
+// /api/v1/cameras/{id}/recordings. Refreshes every 5 s.
 "use strict";
 
 const el = (tag, attrs = {}, text = "") => {
@@ -53,9 +54,26 @@ async function logout() {
   location.href = "/login";
 }
 
+function showArmed(a) {
+  const box = document.getElementById("armed");
+  box.className = a.armed ? "yes" : "no";
+  box.replaceChildren(el("strong", {}, a.armed ? "设防中 Armed" : "未设防 NOT ARMED"));
+  box.appendChild(document.createTextNode(` · ${a.floor_days}-day floor · checked ${ago(a.checked_at)}`));
+  if (a.reasons.length) {
+    const ul = el("ul");
+    for (const r of a.reasons) ul.appendChild(el("li", {}, r));
+    box.appendChild(ul);
+  }
+}
+
 async function refresh() {
   try {
-    const [camsR, statusR] = await Promise.all([fetch("/api/v1/cameras"), fetch("/api/v1/status")]);
+    const [camsR, statusR, armedR] = await Promise.all([
+      fetch("/api/v1/cameras"),
+      fetch("/api/v1/status"),
+      fetch("/api/v1/armed"),
+    ]);
+    if (armedR.ok) showArmed(await armedR.json());
     if (camsR.status === 401) return whoami();
     if (!statusR.ok) {
       document.getElementById("summary").textContent = "This page shows the recording status to staff and the regulator.";

@@ -25,6 +25,7 @@ CREATE TABLE coverage_days (
 );
 CREATE INDEX coverage_days_camera_start ON coverage_days (camera_id, start_us);
 CREATE INDEX coverage_days_stale ON coverage_days (stale);
+CREATE INDEX coverage_days_zone_day ON coverage_days (time_zone, day);
 
 -- A segment indexed after its day was closed (reindex, the reconciler, a spool recovered
 -- late) marks the day stale; the next read or ledger pass recomputes it and keeps

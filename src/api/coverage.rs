@@ -58,7 +58,11 @@ fn instant(name: &str, value: Option<&str>) -> Result<WallUs> {
     })
 }
 
-async fn coverage(State(app): State<AppState>, _: Auth<StatusReaders>, Query(q): Query<CoverageQuery>) -> Result<Response> {
+async fn coverage(
+    State(app): State<AppState>,
+    _: Auth<StatusReaders>,
+    Query(q): Query<CoverageQuery>,
+) -> Result<Response> {
     let from = instant("from", q.from.as_deref())?;
     let to = instant("to", q.to.as_deref())?;
     if from >= to {
@@ -90,11 +94,11 @@ async fn coverage(State(app): State<AppState>, _: Auth<StatusReaders>, Query(q):
         }
         None => ledger.cameras_in(&zone, &days).await?,
     };
-    let downtimes = ledger.downtimes().await?;
+    let snap = ledger.snapshot().await?;
     let mut report = Vec::with_capacity(cameras.len());
     for c in &cameras {
-        let facts = ledger.facts(c).await?;
-        let days = ledger.camera_days(&zone, &facts, &days, now, &downtimes).await?;
+        let facts = ledger.facts(c, &snap).await?;
+        let days = ledger.camera_days(&zone, &facts, &days, now, &snap.downtimes).await?;
         report.push(CameraCoverage { facts, days });
     }
     if csv {
@@ -116,10 +120,14 @@ async fn coverage(State(app): State<AppState>, _: Auth<StatusReaders>, Query(q):
         .iter()
         .map(|c| {
             let mut t = Totals::default();
-            let days: Vec<Value> = c.days.iter().map(|d| {
-                t.add(d);
-                day_json(d)
-            }).collect();
+            let days: Vec<Value> = c
+                .days
+                .iter()
+                .map(|d| {
+                    t.add(d);
+                    day_json(d)
+                })
+                .collect();
             totals.merge(&t);
             json!({
                 "id": c.facts.camera_id,
@@ -338,9 +346,9 @@ async fn armed(State(app): State<AppState>, _: Auth<StatusReaders>) -> Result<Js
     let now = now_us();
     let zone = app.db.centre().await?.time_zone;
     let floor_days = app.config.policy.floor_days;
-    let downtimes = app.coverage.downtimes().await?;
+    let snap = app.coverage.snapshot().await?;
     let hubs = app.fleet.hubs();
-    let cameras = armed::cameras_now(&app.coverage, &zone, &hubs, now, &downtimes, floor_days).await?;
+    let cameras = armed::cameras_now(&app.coverage, &zone, &hubs, now, &snap, floor_days).await?;
     let live = app.alarms.all_live().await?;
     let no_frames = app.config.watchdog.no_frames.as_micros() as i64;
     let v = armed::verdict(&cameras, &live, floor_days, no_frames, now);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::{CameraFacts, Downtime, Ledger, Result};
+use super::{CameraFacts, Ledger, Result, Snapshot};
 use crate::alarms::Alarm;
 use crate::centre::CentreTimeZone;
 use crate::hub::{CameraHub, CameraState, Health};
@@ -77,13 +77,13 @@ pub async fn cameras_now(
     zone: &CentreTimeZone,
     hubs: &[Arc<CameraHub>],
     now: WallUs,
-    downtimes: &[Downtime],
+    snap: &Snapshot,
     floor_days: u32,
 ) -> Result<Vec<CameraNow>> {
     let mut out = Vec::with_capacity(hubs.len());
     for h in hubs {
-        let facts: CameraFacts = ledger.facts(h.id().as_str()).await?;
-        let since = ledger.recording_since(zone, &facts, now, downtimes, floor_days + 1).await?;
+        let facts: CameraFacts = ledger.facts(h.id().as_str(), snap).await?;
+        let since = ledger.recording_since(zone, &facts, now, &snap.downtimes, floor_days + 1).await?;
         out.push(CameraNow {
             id: h.id().to_string(),
             name: h.config.name.clone(),
@@ -108,29 +108,40 @@ pub fn verdict(cameras: &[CameraNow], live: &[Alarm], floor_days: u32, no_frames
     let floor_us = i64::from(floor_days) * DAY_US;
     let mut out = Vec::with_capacity(cameras.len());
     for c in cameras {
-        let label = if c.name.is_empty() || c.name == c.id { format!("camera {:?}", c.id) } else { format!("camera {:?} ({})", c.id, c.name) };
-        let fresh = c.last_frame_us != 0 && now - c.last_frame_us <= no_frames_us;
-        let state = if c.decommissioned.is_some() {
-            "decommissioned".to_owned()
-        } else if c.health.state != "starting" {
-            c.health.state.to_owned()
+        let label = if c.name.is_empty() || c.name == c.id {
+            format!("camera {:?}", c.id)
         } else {
-            match (&c.ingest, fresh) {
-                (_, true) => "recording",
-                (CameraState::Failed { .. }, false) => "offline",
-                _ => "starting",
-            }
-            .to_owned()
+            format!("camera {:?} ({})", c.id, c.name)
         };
+        let fresh = c.last_frame_us != 0 && now - c.last_frame_us <= no_frames_us;
+        // The watchdog's state, unless it has not caught up with the frames yet (it
+        // looks once a second; it says `starting` until it has seen the camera).
+        let state = match (c.decommissioned.is_some(), c.health.state, fresh) {
+            (true, _, _) => "decommissioned",
+            (false, "starting", true) => "recording",
+            (false, "starting" | "recording" | "degraded", false) => match (&c.ingest, c.last_frame_us) {
+                (CameraState::Failed { .. }, _) => "offline",
+                (_, 0) => "starting",
+                _ => "stalled",
+            },
+            (false, s, _) => s,
+        }
+        .to_owned();
         let recording = fresh && !matches!(state.as_str(), "stalled" | "offline");
         if c.decommissioned.is_none() && !recording {
             let silence = if c.last_frame_us == 0 {
                 "no frame since the server started".to_owned()
             } else {
-                format!("no frame for {:.0} s (last at {})", (now - c.last_frame_us) as f64 / 1e6, format_rfc3339(c.last_frame_us))
+                format!(
+                    "no frame for {:.0} s (last at {})",
+                    (now - c.last_frame_us) as f64 / 1e6,
+                    format_rfc3339(c.last_frame_us)
+                )
             };
             let why = match (&c.ingest, c.health.detail.as_str()) {
-                (_, d) if !d.is_empty() => format!("; watchdog: {state} since {}: {d}", format_rfc3339(c.health.since_us)),
+                (_, d) if !d.is_empty() => {
+                    format!("; watchdog: {state} since {}: {d}", format_rfc3339(c.health.since_us))
+                }
                 (CameraState::Failed { error }, _) => format!("; {error}"),
                 _ => String::new(),
             };
@@ -224,7 +235,13 @@ mod tests {
 
     #[test]
     fn armed_when_every_camera_records_and_nothing_breaks_it() {
-        let v = verdict(&[cam("a", Some(1)), cam("b", Some(0))], &[alarm(Some("a"), "reconnect_storm", false)], 90, 10 * S, NOW);
+        let v = verdict(
+            &[cam("a", Some(1)), cam("b", Some(0))],
+            &[alarm(Some("a"), "reconnect_storm", false)],
+            90,
+            10 * S,
+            NOW,
+        );
         assert!(v.armed, "{:?}", v.reasons);
         assert_eq!(v.cameras[0].state, "recording");
         assert_eq!(v.cameras[0].live_alarms, ["reconnect_storm"]);
@@ -247,7 +264,12 @@ mod tests {
         );
         assert!(!v.armed);
         assert_eq!(v.reasons.len(), 3, "{:?}", v.reasons);
-        assert!(v.reasons[0].starts_with("camera \"b\" (Room b) is not recording: no frame for 12 s"), "{}", v.reasons[0]);
+        assert!(
+            v.reasons[0].starts_with("camera \"b\" (Room b) is not recording: no frame for 12 s"),
+            "{}",
+            v.reasons[0]
+        );
+        assert_eq!(v.cameras[1].state, "stalled", "frames stopped before the watchdog looked");
         assert!(v.reasons[1].contains("camera \"c\"") && v.reasons[1].contains("90-day floor"), "{}", v.reasons[1]);
         assert!(v.reasons[2].starts_with("the server has a live spool_full alarm"), "{}", v.reasons[2]);
         assert_eq!(v.cameras[1].recording_since, None);

@@ -150,19 +150,14 @@ impl Db {
         Ok(Some((first.try_get("start_us")?, last.try_get("end_us")?)))
     }
 
-    /// When the camera was first recorded: the oldest indexed footage, or the oldest a
-    /// ledger row remembers (the index forgets swept footage; the ledger does not).
-    pub async fn first_footage(&self, camera: &str) -> Result<Option<WallUs>> {
-        let indexed = self.oldest_footage(camera).await?;
+    /// The oldest footage the ledger remembers for the camera (the index forgets swept
+    /// footage; the ledger does not).
+    pub async fn ledger_first_recorded(&self, camera: &str) -> Result<Option<WallUs>> {
         let r = sqlx::query("SELECT MIN(first_recorded_us) AS t FROM coverage_days WHERE camera_id = $1")
             .bind(camera)
             .fetch_one(&self.pool)
             .await?;
-        let remembered: Option<i64> = r.try_get("t")?;
-        Ok(match (indexed, remembered) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        Ok(r.try_get("t")?)
     }
 
     /// The first event ever recorded for the camera (a camera that never delivered a
@@ -190,14 +185,16 @@ impl Db {
         })
     }
 
-    /// The start of the camera's oldest segment still waiting in the spool: days from
-    /// then on are not closed yet.
-    pub async fn earliest_spooled(&self, camera: &str) -> Result<Option<WallUs>> {
-        let r = sqlx::query("SELECT MIN(start_us) AS t FROM segments WHERE state = 'spooled' AND camera_id = $1")
-            .bind(camera)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(r.try_get("t")?)
+    /// Per camera, the start of its oldest segment still waiting in the spool: days from
+    /// then on are not closed yet. One query for all cameras through the state index (a
+    /// per-camera query would scan the camera's every row on SQLite).
+    pub async fn earliest_spooled(&self) -> Result<Vec<(String, WallUs)>> {
+        let rows = sqlx::query(
+            "SELECT camera_id, MIN(start_us) AS t FROM segments WHERE state = 'spooled' GROUP BY camera_id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok((r.try_get("camera_id")?, r.try_get("t")?))).collect()
     }
 
     /// This camera's own events (not server-wide ones) within `[start, end]`, oldest first.
@@ -337,12 +334,13 @@ impl Db {
     /// inserting or moving a segment row (those are caught by a trigger). Answers how
     /// many days were marked.
     pub async fn ledger_invalidate(&self, camera: &str, start: WallUs, end: WallUs) -> Result<u64> {
-        let r = sqlx::query("UPDATE coverage_days SET stale = 1 WHERE camera_id = $1 AND start_us < $2 AND end_us > $3")
-            .bind(camera)
-            .bind(end)
-            .bind(start)
-            .execute(&self.pool)
-            .await?;
+        let r =
+            sqlx::query("UPDATE coverage_days SET stale = 1 WHERE camera_id = $1 AND start_us < $2 AND end_us > $3")
+                .bind(camera)
+                .bind(end)
+                .bind(start)
+                .execute(&self.pool)
+                .await?;
         Ok(r.rows_affected())
     }
 }

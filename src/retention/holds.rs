@@ -188,7 +188,11 @@ pub async fn place_hold(db: &Db, new: NewHold, who: &Actor, now: WallUs) -> Resu
         released_by: None,
         release_reason: None,
     };
+    // Wait for a sweep batch between its last hold check and its object delete, so a
+    // hold placed now cannot lose footage to a batch marked a moment before.
+    let gate = super::HOLD_GATE.write().await;
     let id = db.insert_hold(&row).await?;
+    drop(gate);
     let covered = db.count_segments_overlapping(&row.camera_id, row.start_us, row.end_us).await?;
     let hold = Hold::from(HoldRow { id, ..row });
     audit(db, who, Action::LegalHold, &hold, serde_json::json!({ "segments_covered": covered })).await?;

@@ -33,6 +33,10 @@ use crate::time::WallUs;
 pub use holds::Actor;
 pub use sweeper::{SweepError, SweepFault, SweepOptions, SweepReport};
 
+/// Placing a hold takes this for writing; a sweep batch holds it for reading from its
+/// last hold check to its object delete, so the two never interleave in one process.
+pub(crate) static HOLD_GATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 pub const DAY_US: i64 = 86_400 * 1_000_000;
 
 /// The days each camera's footage is kept.

@@ -303,7 +303,21 @@ impl Run<'_> {
             );
         }
         self.crash_here(SweepFault::AfterMark { batch: n })?;
+        // A hold placed since the rows were chosen wins: check again, under the gate
+        // that `place_hold` waits on, right before the objects go. (A hold placed by
+        // another process — the CLI — can still slip into this short window; the
+        // reconciler then reports the footage missing rather than losing it silently.)
+        let gate = super::HOLD_GATE.read().await;
+        let back = self.db.unmark_protected(self.floor_cutoff).await?;
+        self.report.statements += 1;
+        let marked: Vec<SweepRow> = if back.is_empty() {
+            marked
+        } else {
+            warn!("sweep: {} marked segments are now under a legal hold and are kept", back.len());
+            marked.into_iter().filter(|m| !back.iter().any(|b| b.id == m.id)).collect()
+        };
         self.delete_objects(&marked).await?;
+        drop(gate);
         self.crash_here(SweepFault::AfterObjectDelete { batch: n })?;
         self.delete_rows(&marked).await?;
         Ok(())
