@@ -43,6 +43,8 @@ async fn every_role_meets_exactly_its_routes(backend: Backend) {
     let (_dir, server, tokens) = server_with_roles(backend, "").await;
     let now = now_rfc3339();
     let recordings = format!("/api/v1/cameras/room-1/recordings?end={now}");
+    let day_ago = rfc3339(std::time::SystemTime::now() - std::time::Duration::from_secs(86_400));
+    let coverage = format!("/api/v1/coverage?from={day_ago}&to={now}");
     // (method, path, body, roles allowed). A parent sees the camera list (filtered to
     // their children's classrooms) but no other camera's details.
     let table: Vec<(Method, &str, Option<Value>, &[&str])> = vec![
@@ -68,6 +70,11 @@ async fn every_role_meets_exactly_its_routes(backend: Backend) {
         (Method::GET, "/api/v1/children", None, &["admin"]),
         (Method::GET, "/api/v1/guardians", None, &["admin"]),
         (Method::GET, "/api/v1/me/children", None, &["parent"]),
+        (Method::GET, "/api/v1/alarms", None, &["admin", "operator", "regulator"]),
+        (Method::GET, &coverage, None, &["admin", "operator", "regulator"]),
+        (Method::GET, "/api/v1/armed", None, &["admin", "operator", "regulator"]),
+        (Method::GET, "/api/v1/retention", None, &["admin", "operator", "regulator"]),
+        (Method::GET, "/api/v1/holds", None, &["admin", "operator", "regulator", "investigator"]),
     ];
     for (method, path, body, allowed) in &table {
         let (status, v) = call(&server, method.clone(), path, None, body.clone()).await;
