@@ -472,6 +472,43 @@ fn renotify_delay(cfg: &AlarmsConfig, count: i64) -> Duration {
 mod tests {
     use super::*;
 
+    /// The schedule end to end on a real (SQLite) store: one live alarm per camera and
+    /// kind, re-sent only when due, with the delay doubling, and never after an
+    /// acknowledgement.
+    #[tokio::test]
+    async fn unacknowledged_alarms_are_sent_again_with_backoff_until_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/a.db", dir.path().display())).await.unwrap();
+        let cfg = AlarmsConfig {
+            renotify_initial: Duration::from_millis(500),
+            renotify_max: Duration::from_secs(60),
+            ..Default::default()
+        };
+        let alarms = Alarms::new(db, cfg, "test".into());
+        let a = alarms.raise(Some("cam"), AlarmKind::NoFrames, "no frame for 11 s").await.unwrap().unwrap();
+        assert_eq!(a.state, "raised");
+        assert!(alarms.raise(Some("cam"), AlarmKind::NoFrames, "no frame for 12 s").await.unwrap().is_none());
+        assert_eq!(alarms.live(Some("cam"), AlarmKind::NoFrames).await.unwrap().unwrap().detail, "no frame for 12 s");
+        assert_eq!(alarms.renotify_due().await.unwrap(), 0, "not yet due");
+        tokio::time::sleep(Duration::from_millis(550)).await;
+        assert_eq!(alarms.renotify_due().await.unwrap(), 1);
+        assert_eq!(alarms.get(a.id).await.unwrap().unwrap().notify_count, 2);
+        // The next one waits twice as long.
+        tokio::time::sleep(Duration::from_millis(550)).await;
+        assert_eq!(alarms.renotify_due().await.unwrap(), 0, "the second wait is 1 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(alarms.renotify_due().await.unwrap(), 1);
+        alarms.acknowledge(a.id, "op", "camera unplugged by cleaner").await.unwrap();
+        assert!(matches!(alarms.acknowledge(a.id, "op", "again").await, Err(AckError::AlreadyAcknowledged { .. })));
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(alarms.renotify_due().await.unwrap(), 0, "acknowledged alarms are not re-sent");
+        let closed = alarms.clear(Some("cam"), AlarmKind::NoFrames, "frames again").await.unwrap().unwrap();
+        assert_eq!(closed.state, "closed");
+        // The cause coming back is a new alarm.
+        let b = alarms.raise(Some("cam"), AlarmKind::NoFrames, "no frame for 10 s").await.unwrap().unwrap();
+        assert_ne!(a.id, b.id);
+    }
+
     #[test]
     fn kinds_round_trip() {
         for k in ALL_KINDS {
