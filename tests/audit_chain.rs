@@ -23,7 +23,7 @@ fn entry(i: usize) -> NewEntry {
     NewEntry {
         actor: Some(format!("user-{}", i % 3)),
         actor_role: Some("operator".into()),
-        action: if i % 2 == 0 { Action::LiveViewStart } else { Action::Login },
+        action: if i.is_multiple_of(2) { Action::LiveViewStart } else { Action::Login },
         target: Some(format!("camera-{i}")),
         addr: Some("192.0.2.7".into()),
         detail: json!({ "i": i, "note": "有中文" }),

@@ -352,7 +352,6 @@ async fn armed(State(app): State<AppState>, _: Auth<StatusReaders>) -> Result<Js
     let live = app.alarms.all_live().await?;
     let no_frames = app.config.watchdog.no_frames.as_micros() as i64;
     let v = armed::verdict(&cameras, &live, floor_days, no_frames, now);
-    let failing = app.spool.failing_since_us.load(Ordering::Relaxed);
     Ok(Json(json!({
         "armed": v.armed,
         "reasons": v.reasons,
@@ -367,12 +366,7 @@ async fn armed(State(app): State<AppState>, _: Auth<StatusReaders>) -> Result<Js
             "id": a.id, "camera_id": a.camera_id, "kind": a.kind, "breaks_armed": a.breaks_armed,
             "raised_at": a.raised_at, "detail": a.detail,
         })).collect::<Vec<_>>(),
-        "storage": {
-            "description": app.storage_description,
-            "healthy": failing == 0,
-            "failing_since": (failing != 0).then(|| format_rfc3339(failing)),
-            "last_error": if failing != 0 { app.spool.last_error.lock().unwrap().clone() } else { None },
-        },
+        "storage": super::storage_health(&app),
         "spool": {
             "backlog_segments": app.spool.segments(),
             "backlog_bytes": app.spool.bytes(),

@@ -237,16 +237,10 @@ async fn status(State(app): State<AppState>, _: Auth<StatusReaders>) -> Result<J
         .into_iter()
         .map(|(c, n, b)| serde_json::json!({ "camera": c, "segments": n, "bytes": b }))
         .collect();
-    let failing = app.spool.failing_since_us.load(Ordering::Relaxed);
     Ok(Json(serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "started_at": format_rfc3339(app.started_us),
-        "storage": {
-            "description": app.storage_description,
-            "healthy": failing == 0,
-            "failing_since": (failing != 0).then(|| format_rfc3339(failing)),
-            "last_error": if failing != 0 { app.spool.last_error.lock().unwrap().clone() } else { None },
-        },
+        "storage": storage_health(&app),
         "spool": {
             "backlog_segments": app.spool.segments(),
             "backlog_bytes": app.spool.bytes(),
@@ -255,6 +249,17 @@ async fn status(State(app): State<AppState>, _: Auth<StatusReaders>) -> Result<J
             "upload_failures": app.spool.upload_failures.load(Ordering::Relaxed),
         },
     })))
+}
+
+/// Whether uploads to storage are succeeding, as `/status` and `/armed` show it.
+pub(crate) fn storage_health(app: &AppState) -> serde_json::Value {
+    let failing = app.spool.failing_since_us.load(Ordering::Relaxed);
+    serde_json::json!({
+        "description": app.storage_description,
+        "healthy": failing == 0,
+        "failing_since": (failing != 0).then(|| format_rfc3339(failing)),
+        "last_error": if failing != 0 { app.spool.last_error.lock().unwrap().clone() } else { None },
+    })
 }
 
 #[derive(Deserialize)]
