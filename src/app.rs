@@ -245,7 +245,10 @@ impl App {
                 }
             }));
         }
+        let live = crate::live::Live::new(config.live.clone(), config.policy.clone(), db.clone(), fleet.clone());
+        aux.spawn(live.clone().guard(shutdown.clone()));
         let state = AppState {
+            live: live.clone(),
             alarms: alarms.clone(),
             config: Arc::new(config.clone()),
             fleet: fleet.clone(),
@@ -272,6 +275,7 @@ impl App {
         });
 
         shutdown.cancelled().await;
+        live.stop_all().await;
         info!("stopping: closing segments in progress");
         fleet.stop().await;
         info!("recorders stopped; draining the spool");

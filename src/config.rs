@@ -131,6 +131,8 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub watchdog: WatchdogConfig,
     pub alarms: AlarmsConfig,
+    /// Live view over WebRTC (WHEP): ports, addresses, STUN/TURN, per-family limits.
+    pub live: crate::live::config::LiveConfig,
     /// The address users reach Cradle at (behind a TLS proxy: `https://…`). Session
     /// cookies are marked `Secure` when it is https.
     pub public_url: Option<Url>,
@@ -216,6 +218,9 @@ pub struct PolicyConfig {
     pub floor_days: u32,
     /// Parents may watch live (the profile may forbid it; the file can only forbid more).
     pub parent_live_view: bool,
+    /// Live view of a classroom needs the consent of every family with a child in it
+    /// (a classroom camera shows all the children), not only the viewer's own.
+    pub classroom_consent: bool,
 }
 
 /// Thresholds of the per-camera watchdog.
@@ -307,6 +312,7 @@ struct RawConfig {
     policy: Option<RawPolicy>,
     watchdog: Option<RawWatchdog>,
     alarms: Option<RawAlarms>,
+    live: Option<crate::live::config::RawLive>,
 }
 
 #[derive(Deserialize, Default)]
@@ -326,6 +332,7 @@ struct RawPolicy {
     profile: Option<String>,
     floor_days: Option<i64>,
     parent_live_view: Option<bool>,
+    classroom_consent: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -602,6 +609,7 @@ impl Config {
         let retention = parse_retention(raw.retention.unwrap_or_default(), &policy, &err)?;
         let watchdog = parse_watchdog(raw.watchdog.unwrap_or_default(), &err)?;
         let alarms = parse_alarms(raw.alarms.unwrap_or_default(), &err)?;
+        let live = crate::live::config::parse(raw.live.unwrap_or_default(), &err)?;
 
         let mut cameras = Vec::with_capacity(raw.cameras.len());
         let mut seen = HashSet::new();
@@ -633,6 +641,7 @@ impl Config {
             .transpose()?;
 
         Ok(Config {
+            live,
             auth,
             retention,
             policy,
@@ -738,7 +747,7 @@ fn parse_policy(p: RawPolicy, err: &dyn Fn(&str, String) -> ConfigError) -> Resu
         Some(v) => v,
         None => profile.parent_live_view(),
     };
-    Ok(PolicyConfig { profile, floor_days, parent_live_view })
+    Ok(PolicyConfig { profile, floor_days, parent_live_view, classroom_consent: p.classroom_consent.unwrap_or(false) })
 }
 
 fn parse_retention(

@@ -53,6 +53,10 @@ pub enum RecorderMsg {
 pub const RECORDER_QUEUE: usize = 256;
 /// Capacity of the broadcast for other consumers; a laggard loses the oldest frames.
 pub const BROADCAST_QUEUE: usize = 128;
+/// The current GOP is kept (for a live viewer's fast start and for snapshots) up to
+/// this many frames or bytes; a longer GOP is dropped until the next keyframe.
+pub const GOP_MAX_FRAMES: usize = 600;
+pub const GOP_MAX_BYTES: usize = 16 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CameraState {
@@ -131,6 +135,15 @@ pub struct CameraHub {
     state: Mutex<CameraState>,
     health: Mutex<Health>,
     codec: Mutex<Option<String>>,
+    /// The frames since the latest keyframe (empty until one arrives), and the
+    /// broadcast: both change under this one lock, so a subscriber gets the GOP and
+    /// every frame after it exactly once.
+    fanout: Mutex<Fanout>,
+}
+
+struct Fanout {
+    gop: Vec<Arc<Frame>>,
+    gop_bytes: usize,
     broadcast: broadcast::Sender<Arc<Frame>>,
 }
 
@@ -143,7 +156,7 @@ impl CameraHub {
             state: Mutex::new(CameraState::Connecting),
             health: Mutex::new(Health { state: "starting", since_us: crate::time::now_us(), detail: String::new() }),
             codec: Mutex::new(None),
-            broadcast,
+            fanout: Mutex::new(Fanout { gop: Vec::new(), gop_bytes: 0, broadcast }),
         })
     }
 
@@ -178,7 +191,26 @@ impl CameraHub {
 
     /// Subscribe to this camera's frames (live view, health, snapshots).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {
-        self.broadcast.subscribe()
+        self.fanout.lock().unwrap().broadcast.subscribe()
+    }
+
+    /// The frames of the current GOP (keyframe first; empty when none is kept) and a
+    /// subscription that continues right after them.
+    pub fn subscribe_with_gop(&self) -> (Vec<Arc<Frame>>, broadcast::Receiver<Arc<Frame>>) {
+        let f = self.fanout.lock().unwrap();
+        (f.gop.clone(), f.broadcast.subscribe())
+    }
+
+    /// The latest keyframe, if the current GOP is kept.
+    pub fn latest_keyframe(&self) -> Option<Arc<Frame>> {
+        self.fanout.lock().unwrap().gop.first().cloned()
+    }
+
+    /// Forgets the GOP (the camera session ended: the next one starts afresh).
+    pub fn reset_gop(&self) {
+        let mut f = self.fanout.lock().unwrap();
+        f.gop.clear();
+        f.gop_bytes = 0;
     }
 
     /// Called by ingest for every frame: counts it and fans it out to non-recorder
@@ -197,8 +229,22 @@ impl CameraHub {
             m.key_bytes += frame.data.len() as u64;
             m.at_us = frame.arrival_us;
         }
-        if self.broadcast.receiver_count() > 0 {
-            let _ = self.broadcast.send(frame.clone());
+        let mut f = self.fanout.lock().unwrap();
+        if frame.is_key {
+            f.gop.clear();
+            f.gop_bytes = 0;
+        }
+        if frame.is_key || !f.gop.is_empty() {
+            if f.gop.len() < GOP_MAX_FRAMES && f.gop_bytes + frame.data.len() <= GOP_MAX_BYTES {
+                f.gop_bytes += frame.data.len();
+                f.gop.push(frame.clone());
+            } else {
+                f.gop.clear();
+                f.gop_bytes = 0;
+            }
+        }
+        if f.broadcast.receiver_count() > 0 {
+            let _ = f.broadcast.send(frame.clone());
         }
     }
 }

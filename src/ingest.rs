@@ -61,6 +61,7 @@ pub async fn run_camera(hub: Arc<CameraHub>, tx: RecorderTx, db: Db, shutdown: C
                 return;
             }
             SessionEnd::Failed { error, delivered } => {
+                hub.reset_gop();
                 let _ = tx.send(RecorderMsg::RunEnded { cause: error.clone() }).await;
                 hub.set_state(CameraState::Failed { error: error.clone() });
                 if delivered {

@@ -22,6 +22,7 @@ pub mod demo;
 pub mod fleet;
 pub mod gaps;
 pub mod hub;
+pub mod live;
 pub mod ingest;
 pub mod record;
 pub mod reindex;

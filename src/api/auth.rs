@@ -89,6 +89,10 @@ policy!(/// Acting on alarms (acknowledging them).
 policy!(/// Recording metadata (segments and gaps), not the video itself. Investigators
     /// will see it only inside an approved evidence request (not built yet).
     RecordingReaders, "recordings", [Admin, Operator, Regulator]);
+policy!(/// Live video (parents under the live-view rules; staff any camera).
+    Viewers, "live video", [Admin, Operator, Parent]);
+policy!(/// Who is watching live now.
+    SessionReaders, "live sessions", [Admin, Operator, Regulator]);
 policy!(/// The audit log (committee: viewing entries only).
     AuditReaders, "the audit log", [Admin, Regulator, Committee]);
 

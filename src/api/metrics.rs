@@ -75,5 +75,6 @@ pub async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse> {
     }
     let failing = s.failing_since_us.load(Ordering::Relaxed) != 0;
     let _ = writeln!(out, "# HELP cradle_storage_up 1 when the last upload succeeded.\n# TYPE cradle_storage_up gauge\ncradle_storage_up {}", !failing as u8);
+    app.live.metrics(&mut out);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out))
 }

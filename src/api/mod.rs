@@ -10,6 +10,7 @@ pub mod auth;
 mod centre;
 mod coverage;
 mod error;
+mod live;
 mod metrics;
 mod retention;
 
@@ -52,6 +53,8 @@ pub struct AppState {
     pub retention: Arc<crate::retention::Retention>,
     /// The proof of coverage (`GET /api/v1/coverage`, `GET /api/v1/armed`).
     pub coverage: Arc<crate::coverage::Ledger>,
+    /// Live view (WHEP sessions and their rules).
+    pub live: Arc<crate::live::Live>,
 }
 
 impl AppState {
@@ -88,6 +91,8 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(login_page))
         .route("/admin", get(admin_page))
         .route("/admin.js", get(admin_js))
+        .route("/live", get(live_page))
+        .route("/live.js", get(live_js))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/login", post(auth::login))
@@ -106,12 +111,21 @@ pub fn router(state: AppState) -> Router {
         .merge(alarms::routes())
         .merge(retention::routes())
         .merge(coverage::routes())
+        .merge(live::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)
 }
 
 async fn index() -> Html<&'static str> {
     Html(include_str!("../../web/index.html"))
+}
+
+async fn live_page() -> Html<&'static str> {
+    Html(include_str!("../../web/live.html"))
+}
+
+async fn live_js() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../../web/live.js"))
 }
 
 async fn login_page() -> Html<&'static str> {
