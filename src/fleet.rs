@@ -169,7 +169,7 @@ fn spawn(s: &Starter, config: CameraConfig, source: Source) -> Running {
     let stop = s.shutdown.child_token();
     Running {
         recorder: tokio::spawn(rec.run(rx)),
-        ingest: tokio::spawn(ingest::run_camera(hub.clone(), tx, s.db.clone(), stop.clone())),
+        ingest: tokio::spawn(ingest::run_camera(hub.clone(), tx, Some(s.db.clone()), stop.clone())),
         hub,
         source,
         stop,

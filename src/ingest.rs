@@ -41,7 +41,10 @@ enum SessionEnd {
     Failed { error: String, delivered: bool },
 }
 
-pub async fn run_camera(hub: Arc<CameraHub>, tx: RecorderTx, db: Db, shutdown: CancellationToken) {
+/// Runs one camera's RTSP sessions until `shutdown`, reconnecting with backoff. `db`
+/// receives connection events; `None` for a stream that is not recorded (a live-view
+/// sub-stream), whose troubles must not appear as recording gaps.
+pub async fn run_camera(hub: Arc<CameraHub>, tx: RecorderTx, db: Option<Db>, shutdown: CancellationToken) {
     let cam = hub.id().to_string();
     let group = Arc::new(SessionGroup::default().named(cam.clone()));
     let mut backoff = BACKOFF_MIN;
@@ -52,7 +55,7 @@ pub async fn run_camera(hub: Arc<CameraHub>, tx: RecorderTx, db: Db, shutdown: C
         attempt += 1;
         let run_id = format!("{}-{}", now_us(), attempt);
         let end = tokio::select! {
-            end = session(&hub, &tx, &db, &group, &run_id) => end,
+            end = session(&hub, &tx, db.as_ref(), &group, &run_id) => end,
             _ = shutdown.cancelled() => SessionEnd::Shutdown,
         };
         match end {
@@ -72,7 +75,7 @@ pub async fn run_camera(hub: Arc<CameraHub>, tx: RecorderTx, db: Db, shutdown: C
                 // down for a day must not write thousands of identical rows.
                 if delivered || last_error.as_deref() != Some(error.as_str()) {
                     warn!(camera = %cam, "{error}; retrying in {backoff:?}");
-                    record_event(&db, &cam, if delivered { "disconnected" } else { "connect_failed" }, &error).await;
+                    record_event(db.as_ref(), &cam, if delivered { "disconnected" } else { "connect_failed" }, &error).await;
                 }
                 last_error = Some(error);
             }
@@ -89,7 +92,8 @@ pub async fn run_camera(hub: Arc<CameraHub>, tx: RecorderTx, db: Db, shutdown: C
     }
 }
 
-async fn record_event(db: &Db, cam: &str, kind: &str, detail: &str) {
+async fn record_event(db: Option<&Db>, cam: &str, kind: &str, detail: &str) {
+    let Some(db) = db else { return };
     if let Err(e) = db.insert_event(Some(cam), now_us(), kind, detail).await {
         warn!(camera = %cam, "cannot record event {kind}: {e}");
     }
@@ -126,7 +130,7 @@ fn explain(hub: &CameraHub, e: impl std::fmt::Display) -> String {
     format!("camera {:?}: {msg}{hint}", hub.id().as_str())
 }
 
-async fn session(hub: &CameraHub, tx: &RecorderTx, db: &Db, group: &Arc<SessionGroup>, run_id: &str) -> SessionEnd {
+async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&Db>, group: &Arc<SessionGroup>, run_id: &str) -> SessionEnd {
     let failed = |error: String| SessionEnd::Failed { error, delivered: false };
     let cfg = &hub.config;
     let creds = cfg.username.as_ref().map(|u| Credentials {

@@ -228,7 +228,14 @@ async fn cameras(State(app): State<AppState>, Auth(p, _): Auth<Viewers>) -> Resu
             out.push(camera_json(id, &h.config.name, room.as_deref(), decision));
         }
     }
-    let ice_servers: Vec<Value> = app.live.cfg.stun_servers.iter().map(|u| json!({ "urls": u })).collect();
+    // The page builds its connection from these (TURN with short-lived credentials);
+    // WHEP players get the same as Link headers with the answer.
+    let cfg = &app.live.cfg;
+    let mut ice_servers: Vec<Value> = cfg.stun_servers.iter().map(|u| json!({ "urls": u })).collect();
+    if let (Some(secret), false) = (&cfg.turn_secret, cfg.turn_servers.is_empty()) {
+        let c = ice::turn_credential(secret, &p.username, now / 1_000_000 + cfg.turn_ttl.as_secs() as i64);
+        ice_servers.push(json!({ "urls": cfg.turn_servers, "username": c.username, "credential": c.password }));
+    }
     Ok(Json(json!({
         "viewer": { "username": p.username, "display_name": p.display_name, "role": p.role.as_str() },
         "parent_live_view": policy.parent_live_view,

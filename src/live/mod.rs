@@ -53,6 +53,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 const DISCONNECTED_GRACE: Duration = Duration::from_secs(8);
 /// A source nobody watches stops after this (its GOP is rebuilt from the hub's).
 const SOURCE_IDLE: Duration = Duration::from_secs(30);
+/// How long the first viewer of a sub-stream waits for its first keyframe.
+const SUB_STREAM_WAIT: Duration = Duration::from_secs(8);
 /// Ended sessions kept for `GET /api/v1/live/sessions/{id}`.
 const ENDED_KEPT: usize = 512;
 
@@ -126,6 +128,8 @@ pub struct Session {
     /// Parents' sessions end here (`[live] max_session_minutes`).
     pub deadline_us: Option<WallUs>,
     pub etag: String,
+    /// `sub` when the camera's sub-stream is sent, else `main`.
+    pub stream: &'static str,
     pub bytes: AtomicU64,
     pub frames: AtomicU64,
     pub first_frame_us: AtomicI64,
@@ -156,6 +160,7 @@ impl Session {
             "camera_id": self.camera.as_str(),
             "username": self.username,
             "role": self.role.as_str(),
+            "stream": self.stream,
             "state": if ended { "ended" } else { "active" },
             "started": crate::time::format_rfc3339(self.started_us),
             "ended": ending.as_ref().map(|e| crate::time::format_rfc3339(e.at_us)),
@@ -272,6 +277,8 @@ pub struct Live {
     fleet: Arc<Fleet>,
     ports: Ports,
     sources: Mutex<HashMap<CameraId, Arc<Source>>>,
+    /// Sub-streams (`sub_url`) being received for live view only, never recorded.
+    subs: Mutex<HashMap<CameraId, (Arc<CameraHub>, CancellationToken)>>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     ended: Mutex<VecDeque<Arc<Session>>>,
     /// Serialises admissions so two requests cannot both take a family's last stream.
@@ -288,6 +295,7 @@ impl Live {
             db,
             fleet,
             sources: Mutex::new(HashMap::new()),
+            subs: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
             ended: Mutex::new(VecDeque::new()),
             admit: tokio::sync::Mutex::new(()),
@@ -321,14 +329,59 @@ impl Live {
         self.ports.in_use()
     }
 
-    fn source(&self, hub: &Arc<CameraHub>) -> Option<Arc<Source>> {
+    /// The camera's live source: its sub-stream when `sub_url` is set, else the
+    /// recorded main stream. A sub-stream is received only while someone watches; the
+    /// first viewer waits (at most [`SUB_STREAM_WAIT`]) for its first keyframe.
+    async fn source(&self, hub: &Arc<CameraHub>) -> Option<Arc<Source>> {
+        if let Some(s) = self.sources.lock().unwrap().get(hub.id()) {
+            return Some(s.clone());
+        }
+        let feed = match &hub.config.sub_url {
+            None => hub.clone(),
+            Some(sub) => {
+                let feed = self.sub_stream(hub, sub);
+                let deadline = tokio::time::Instant::now() + SUB_STREAM_WAIT;
+                while feed.latest_keyframe().is_none() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                feed
+            }
+        };
         let mut sources = self.sources.lock().unwrap();
         if let Some(s) = sources.get(hub.id()) {
             return Some(s.clone());
         }
-        let s = Source::start(hub.clone())?;
-        sources.insert(hub.id().clone(), s.clone());
-        Some(s)
+        match Source::start(feed) {
+            Some(s) => {
+                sources.insert(hub.id().clone(), s.clone());
+                Some(s)
+            }
+            None => {
+                if let Some((_, stop)) = self.subs.lock().unwrap().remove(hub.id()) {
+                    stop.cancel();
+                }
+                None
+            }
+        }
+    }
+
+    fn sub_stream(&self, hub: &Arc<CameraHub>, sub: &url::Url) -> Arc<CameraHub> {
+        let mut subs = self.subs.lock().unwrap();
+        if let Some((h, _)) = subs.get(hub.id()) {
+            return h.clone();
+        }
+        let mut cfg = hub.config.clone();
+        cfg.url = sub.clone();
+        cfg.sub_url = None;
+        let feed = CameraHub::new(cfg);
+        let (tx, mut rx) = crate::hub::recorder_queue();
+        let stop = CancellationToken::new();
+        // Nothing records the sub-stream: its recorder queue is drained and dropped.
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        tokio::spawn(crate::ingest::run_camera(feed.clone(), tx, None, stop.clone()));
+        info!(camera = %hub.id().as_str(), "live view: receiving the sub-stream {}{}", sub.host_str().unwrap_or(""), sub.path());
+        subs.insert(hub.id().clone(), (feed.clone(), stop));
+        feed
     }
 
     /// Whether `p` may watch `camera` now (for parents: every rule; operators and
@@ -366,7 +419,7 @@ impl Live {
                 ))));
             }
         }
-        let Some(source) = self.source(&hub) else {
+        let Some(source) = self.source(&hub).await else {
             return Err(refuse(StartError::Offline(format!(
                 "camera {camera:?} is not delivering video now ({}); try again when it is recording",
                 hub.state().name()
@@ -394,6 +447,7 @@ impl Live {
             started_us,
             deadline_us: (p.role == Role::Parent).then(|| started_us + self.cfg.max_session.as_micros() as i64),
             etag: format!("\"{}\"", random_id()),
+            stream: if hub.config.sub_url.is_some() { "sub" } else { "main" },
             bytes: AtomicU64::new(0),
             frames: AtomicU64::new(0),
             first_frame_us: AtomicI64::new(0),
@@ -621,7 +675,8 @@ impl Live {
 
     fn stop_idle_sources(&self) {
         let mut sources = self.sources.lock().unwrap();
-        sources.retain(|_, s| {
+        let mut stopped = Vec::new();
+        sources.retain(|id, s| {
             let mut inner = s.inner.lock().unwrap();
             if inner.tx.receiver_count() > 0 {
                 inner.idle_since = None;
@@ -630,10 +685,18 @@ impl Live {
             let since = *inner.idle_since.get_or_insert_with(std::time::Instant::now);
             if since.elapsed() >= SOURCE_IDLE {
                 s.stop.cancel();
+                stopped.push(id.clone());
                 return false;
             }
             true
         });
+        drop(sources);
+        let mut subs = self.subs.lock().unwrap();
+        for id in stopped {
+            if let Some((_, stop)) = subs.remove(&id) {
+                stop.cancel();
+            }
+        }
     }
 
     /// One pass of the guard.
