@@ -149,7 +149,11 @@ enum UserCmd {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // webrtc-rs warns about every normal connection set-up (DTLS server name,
+                // ICE pinging before the first candidate pair); its errors still show.
+                "info,sqlx=warn,rtc_dtls=error,rtc_ice=error".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -121,3 +121,55 @@ pub fn parse(r: RawLive, err: &dyn Fn(&str, String) -> ConfigError) -> Result<Li
     };
     Ok(LiveConfig { udp_ports, bind, public_ips, stun_servers, turn_servers, turn_secret, turn_ttl, max_streams_per_family, max_session })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Config;
+
+    fn parse(live: &str) -> Result<Config, crate::config::ConfigError> {
+        Config::parse(&format!("[server]\n[live]\n{live}\n"), Path::new("t.toml"))
+    }
+
+    #[test]
+    fn defaults_and_a_full_table() {
+        let d = parse("").unwrap().live;
+        assert_eq!((d.udp_ports, d.max_streams_per_family, d.max_session.as_secs()), ((50000, 50999), 2, 3600));
+        assert_eq!(d.turn_ttl.as_secs(), 70 * 60, "credentials outlive the longest session");
+        let c = parse(
+            r#"udp_ports = "40000-40099"
+               bind = ["127.0.0.1"]
+               public_ips = ["203.0.113.7"]
+               stun_servers = ["stun:stun.example.org:3478"]
+               turn_servers = ["turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:5349"]
+               turn_secret = "0123456789abcdef"
+               max_streams_per_family = 1
+               max_session_minutes = 30"#,
+        )
+        .unwrap()
+        .live;
+        assert_eq!(c.udp_ports, (40000, 40099));
+        assert_eq!(c.public_ips[0].to_string(), "203.0.113.7");
+        assert_eq!((c.max_streams_per_family, c.max_session.as_secs(), c.turn_ttl.as_secs()), (1, 1800, 2400));
+    }
+
+    #[test]
+    fn mistakes_name_the_key_and_the_reason() {
+        for (text, key, reason) in [
+            (r#"udp_ports = "60000-50000""#, "live.udp_ports", "not a range"),
+            (r#"udp_ports = "80-90""#, "live.udp_ports", "1024"),
+            (r#"bind = ["localhost"]"#, "live.bind", "not an IP address"),
+            (r#"stun_servers = ["stun.example.org"]"#, "live.stun_servers", "must start with stun:"),
+            (r#"turn_servers = ["turn:t.example.org"]"#, "live.turn_secret", "shared secret"),
+            (r#"turn_secret = "short""#, "live.turn_secret", "16 characters"),
+            ("max_streams_per_family = 0", "live.max_streams_per_family", "outside"),
+            ("max_session_minutes = 0", "live.max_session_minutes", "outside"),
+            ("udp_port = 5", "line 3", "unknown field"),
+        ] {
+            let e = parse(text).err().unwrap_or_else(|| panic!("{text} was accepted"));
+            assert!(e.key.starts_with(key), "{text}: key {:?}, want {key}", e.key);
+            assert!(e.reason.contains(reason), "{text}: reason {:?} lacks {reason:?}", e.reason);
+        }
+    }
+}

@@ -281,7 +281,7 @@ pub struct Live {
     subs: Mutex<HashMap<CameraId, (Arc<CameraHub>, CancellationToken)>>,
     sessions: Mutex<HashMap<String, Arc<Session>>>,
     ended: Mutex<VecDeque<Arc<Session>>>,
-    /// Serialises admissions so two requests cannot both take a family's last stream.
+    /// Serialises parents' admissions (the per-family cap).
     admit: tokio::sync::Mutex<()>,
     pub stats: LiveStats,
 }
@@ -403,13 +403,21 @@ impl Live {
         };
         let id = CameraId::parse(camera).map_err(|_| refuse(StartError::NoCamera(format!("no camera {camera:?}"))))?;
         let hub = self.fleet.hub(&id).ok_or_else(|| refuse(StartError::NoCamera(format!("no camera {camera:?}"))))?;
-        let admission = self.admit.lock().await;
         match self.check(p, camera).await {
             Ok(Ok(_)) => {}
             Ok(Err(d)) => return Err(refuse(StartError::Denied(d))),
             Err(e) => return Err(refuse(StartError::Internal(e.to_string()))),
         }
-        if p.role == Role::Parent {
+        let Some(source) = self.source(&hub).await else {
+            return Err(refuse(StartError::Offline(format!(
+                "camera {camera:?} is not delivering video now ({}); try again when it is recording",
+                hub.state().name()
+            ))));
+        };
+        // Parents are admitted one at a time, so two requests cannot both take a
+        // family's last stream; staff have no cap and never wait here.
+        let admission = if p.role == Role::Parent { Some(self.admit.lock().await) } else { None };
+        if admission.is_some() {
             let family = self.db.family_of(&p.username).await.map_err(|e| refuse(StartError::Internal(e.to_string())))?;
             let n = self.family_streams(&family);
             if n >= self.cfg.max_streams_per_family {
@@ -419,12 +427,6 @@ impl Live {
                 ))));
             }
         }
-        let Some(source) = self.source(&hub).await else {
-            return Err(refuse(StartError::Offline(format!(
-                "camera {camera:?} is not delivering video now ({}); try again when it is recording",
-                hub.state().name()
-            ))));
-        };
         let (peer, answer) = Peer::answer(&self.cfg, &self.ports, source.codec, source.profile_level_id.as_deref(), offer)
             .await
             .map_err(|e| {

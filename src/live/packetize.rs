@@ -60,18 +60,13 @@ pub struct Packetized {
 }
 
 /// Packetizes frames of one camera; keeps the parameter sets of the current stream.
+#[derive(Default)]
 pub struct Packetizer {
     params: Option<Arc<StreamParams>>,
     codec: Option<Codec>,
     parameter_sets: Vec<Bytes>,
     h264: H264Payloader,
     h265: HevcPayloader,
-}
-
-impl Default for Packetizer {
-    fn default() -> Self {
-        Packetizer { params: None, codec: None, parameter_sets: Vec::new(), h264: H264Payloader::default(), h265: HevcPayloader::default() }
-    }
 }
 
 impl Packetizer {
