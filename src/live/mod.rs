@@ -553,7 +553,7 @@ impl Live {
             let ts = f.ts_90k - (n - 1 - i as i64);
             self.send(s, &mut out, f, ts, false).await?;
         }
-        let mut need_key = gop.is_empty();
+        let mut follow = Follow { need_key: gop.is_empty() };
         let mut disconnected_at: Option<tokio::time::Instant> = None;
         loop {
             let frame = tokio::select! {
@@ -576,26 +576,18 @@ impl Live {
                 }
                 r = rx.recv() => r,
             };
-            match frame {
-                Ok(f) => {
-                    if need_key && !f.is_key {
-                        self.stats.frames_skipped.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
+            match follow.take(frame) {
+                Step::Send(f) => {
                     if f.codec != source.codec {
                         return Err(("stream_changed", "the camera changed codec; start again".into()));
                     }
-                    need_key = false;
                     let ts = f.ts_90k;
                     self.send(s, &mut out, &f, ts, true).await?;
                 }
-                Err(broadcast::error::RecvError::Lagged(k)) => {
+                Step::Skip(k) => {
                     self.stats.frames_skipped.fetch_add(k, Ordering::Relaxed);
-                    need_key = true;
                 }
-                Err(broadcast::error::RecvError::Closed) => {
-                    return Err(("camera_gone", "the camera's stream ended".into()));
-                }
+                Step::Closed => return Err(("camera_gone", "the camera's stream ended".into())),
             }
         }
     }
@@ -780,6 +772,36 @@ impl Live {
     }
 }
 
+/// Which frames a viewer sends: every one, except after frames were lost (the viewer
+/// fell behind, or joined without a GOP) until the next keyframe, which the decoder can
+/// start from.
+struct Follow {
+    need_key: bool,
+}
+
+enum Step {
+    Send(Arc<Packetized>),
+    Skip(u64),
+    Closed,
+}
+
+impl Follow {
+    fn take(&mut self, r: Result<Arc<Packetized>, broadcast::error::RecvError>) -> Step {
+        match r {
+            Ok(f) if self.need_key && !f.is_key => Step::Skip(1),
+            Ok(f) => {
+                self.need_key = false;
+                Step::Send(f)
+            }
+            Err(broadcast::error::RecvError::Lagged(k)) => {
+                self.need_key = true;
+                Step::Skip(k)
+            }
+            Err(broadcast::error::RecvError::Closed) => Step::Closed,
+        }
+    }
+}
+
 /// Per-viewer RTP numbering.
 struct Outgoing {
     ssrc: u32,
@@ -823,6 +845,75 @@ mod tests {
         // New camera run: its clock starts again near zero.
         assert_eq!(o.timestamp(90), 8200);
         assert_eq!(o.timestamp(3690), 11800);
+    }
+
+    fn hub() -> Arc<CameraHub> {
+        let cfg = crate::config::CameraFields {
+            id: "cam".into(),
+            name: None,
+            url: "rtsp://127.0.0.1:1/x".into(),
+            username: None,
+            password: None,
+            sub_url: None,
+            transport: None,
+            retention_days: None,
+        }
+        .validate(crate::config::EnvRefs::Literal)
+        .unwrap();
+        CameraHub::new(cfg)
+    }
+
+    fn publish(hub: &CameraHub, params: &Arc<crate::hub::StreamParams>, n: i64, key: bool) {
+        let data = bytes::Bytes::from(vec![0, 0, 0, 4, if key { 0x65 } else { 0x41 }, 1, 2, 3]);
+        hub.publish(&Arc::new(crate::hub::Frame { ts_90k: n * 3600, arrival_us: n, is_key: key, data, params: params.clone() }));
+    }
+
+    #[tokio::test]
+    async fn a_viewer_joins_at_the_gop_and_a_laggard_resumes_at_a_keyframe() {
+        let hub = hub();
+        let sps = [0x67, 0x42, 0xe0, 0x1f, 0xda];
+        let mut avcc = vec![1, 0x42, 0xe0, 0x1f, 0xff, 0xe1, 0, sps.len() as u8];
+        avcc.extend_from_slice(&sps);
+        avcc.extend_from_slice(&[1, 0, 2, 0x68, 0xce]);
+        let mut entry = vec![0u8; 78];
+        entry.extend_from_slice(&((avcc.len() + 8) as u32).to_be_bytes());
+        entry.extend_from_slice(b"avcC");
+        entry.extend_from_slice(&avcc);
+        let params = Arc::new(crate::hub::StreamParams { codec: "avc1.42e01f".into(), sample_entry: entry, width: 64, height: 64 });
+        // Before any keyframe there is nothing to start from.
+        publish(&hub, &params, 0, false);
+        assert!(Source::start(hub.clone()).is_none());
+        publish(&hub, &params, 1, true);
+        publish(&hub, &params, 2, false);
+        publish(&hub, &params, 3, false);
+        let source = Source::start(hub.clone()).unwrap();
+        let (gop, mut rx) = source.join();
+        assert_eq!(gop.iter().map(|f| (f.ts_90k / 3600, f.is_key)).collect::<Vec<_>>(), vec![(1, true), (2, false), (3, false)]);
+        assert_eq!(gop[0].payloads[0][0] & 0x1f, 24, "the keyframe starts with SPS+PPS");
+
+        // The viewer reads nothing while far more than its queue arrives.
+        for n in 4..(4 + VIEWER_QUEUE as i64 + 10) {
+            publish(&hub, &params, n, false);
+            tokio::task::yield_now().await;
+        }
+        let key_at = 4 + VIEWER_QUEUE as i64 + 10;
+        publish(&hub, &params, key_at, true);
+        publish(&hub, &params, key_at + 1, false);
+        let mut follow = Follow { need_key: false };
+        let mut sent = Vec::new();
+        let mut skipped = 0;
+        while sent.len() < 2 {
+            let r = tokio::time::timeout(Duration::from_secs(2), rx.recv()).await.expect("frames keep coming");
+            match follow.take(r) {
+                Step::Send(f) => sent.push(f.ts_90k / 3600),
+                Step::Skip(k) => skipped += k,
+                Step::Closed => panic!("closed"),
+            }
+        }
+        assert!(skipped >= 10, "the laggard lost frames ({skipped})");
+        assert_eq!(sent, vec![key_at, key_at + 1], "it resumed at the next keyframe, then followed it");
+        // The hub's GOP restarted at that keyframe too.
+        assert_eq!(hub.latest_keyframe().unwrap().ts_90k, key_at * 3600);
     }
 
     #[test]
