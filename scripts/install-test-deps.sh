@@ -14,6 +14,10 @@
 #   Debian does not package it.  This takes several minutes the first time.
 # - moto[server] (an S3 server with Object Lock, which Garage lacks) in a
 #   virtualenv of its own (scripts/moto.sh install; needs python3-venv).
+# - aiortc (a WebRTC client that is not a browser: tests/web/whep_aiortc.py
+#   plays live view over WHEP and decodes with PyAV's bundled FFmpeg) in the
+#   same virtualenv.  Pure-Python wheel; its dependencies (av, cryptography,
+#   pylibsrtp, ...) have manylinux wheels for Debian's Python 3.11.
 #
 # Needs root (or sudo) only when Debian packages are missing.
 set -euo pipefail
@@ -41,6 +45,7 @@ readonly APT_PACKAGES=(
     build-essential
     pkg-config
 )
+readonly AIORTC_VERSION=1.16.0
 readonly GARAGE_INSTALL=(cargo install garage --locked --no-default-features --features bundled-libs,sqlite,lmdb)
 # How long to wait for another apt/dpkg process (e.g. unattended-upgrades or
 # a parallel provisioning step) to release its lock.
@@ -140,6 +145,21 @@ install_garage() {
     log "Garage: $garage ($version)"
 }
 
+# Into moto.sh's venv (made just before), so the tests know one venv only.
+install_aiortc() {
+    local python have
+    python=$(bash "$(dirname "${BASH_SOURCE[0]}")/moto.sh" python) || die "no test venv (scripts/moto.sh install failed?)"
+    have=$("$python" -c 'import importlib.metadata as m; print(m.version("aiortc"))' 2>/dev/null || true)
+    if [[ "$have" == "$AIORTC_VERSION" ]]; then
+        log "aiortc $AIORTC_VERSION present in the test venv"
+        return 0
+    fi
+    log "installing aiortc==$AIORTC_VERSION into the test venv"
+    "$python" -m pip install --quiet --disable-pip-version-check "aiortc==$AIORTC_VERSION" ||
+        die "pip install aiortc==$AIORTC_VERSION failed"
+    "$python" -c 'import aiortc, av' || die "aiortc $AIORTC_VERSION not importable after install"
+}
+
 # Fail here, with a clear message, rather than in the middle of a test.
 verify() {
     local el bin
@@ -167,6 +187,7 @@ main() {
     install_apt_packages
     install_garage
     bash "$(dirname "${BASH_SOURCE[0]}")/moto.sh" install || die "installing moto (scripts/moto.sh) failed"
+    install_aiortc
     verify
 }
 

@@ -234,6 +234,7 @@ async function start(cam) {
     live.location = s.url;
     await pc.setRemoteDescription({ type: "answer", sdp: answer });
     flush(s);
+    refreshList(); // the family's stream count now includes this one
   } catch (e) {
     if (sess !== s) return;
     if (s.url) remove(s.url);

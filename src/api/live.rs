@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::auth::{Auth, SessionReaders, Viewers};
+use super::auth::{AnyRole, Auth, SessionReaders, Viewers};
 use super::{ApiError, AppState, Result};
 use crate::auth::Role;
 use crate::live::access::{self, Denial};
@@ -89,7 +89,8 @@ fn session_path(id: &str) -> String {
 
 async fn whep_offer(
     State(app): State<AppState>,
-    Auth(p, _): Auth<Viewers>,
+    // Any role: `Live::check` refuses the roles that may not watch with the `role` code.
+    Auth(p, _): Auth<AnyRole>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
