@@ -14,17 +14,11 @@ decoded frame (requestVideoFrameCallback). Exit 0 when every check holds; otherw
 message on stderr and exit 1. Uses Debian's chromium and python3-websocket only.
 """
 import argparse
-import base64
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 
-import websocket
+from cdp import WEBRTC_FLAGS, Browser
 
 PHONE_WIDTH = 390
 
@@ -72,57 +66,9 @@ def emit(obj):
     print(json.dumps(obj), flush=True)
 
 
-class Page:
-    def __init__(self, ws):
-        self.ws, self.n = ws, 0
-
-    def cmd(self, method, **params):
-        self.n += 1
-        self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
-        while True:
-            r = json.loads(self.ws.recv())
-            if r.get("id") == self.n:
-                if "error" in r:
-                    fail(f"{method}: {r['error']}")
-                return r.get("result", {})
-
-    def js(self, expr):
-        r = self.cmd("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in r:
-            fail(f"script {expr[:80]!r}: {r['exceptionDetails']}")
-        return r["result"].get("value")
-
-    def wait(self, what, expr, timeout=20.0, every=0.05):
-        end = time.time() + timeout
-        while time.time() < end:
-            v = self.js(expr)
-            if v:
-                return v
-            time.sleep(every)
-        state = self.js("JSON.stringify({state: window.cradleLive && window.cradleLive.state,"
-                        " msg: (document.getElementById('msg')||{}).textContent})")
-        fail(f"timed out waiting for {what}; page: {state}")
-
-
-def start_chromium(profile):
-    proc = subprocess.Popen(
-        [shutil.which("chromium") or "chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--disable-quic", "--autoplay-policy=no-user-gesture-required",
-         # Real addresses in ICE candidates instead of mDNS names the server cannot resolve.
-         "--disable-features=WebRtcHideLocalIpsWithMdns",
-         f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    port_file = os.path.join(profile, "DevToolsActivePort")
-    end = time.time() + 30
-    while not (os.path.exists(port_file) and open(port_file).read().strip()):
-        if time.time() > end or proc.poll() is not None:
-            fail("chromium did not start (no DevToolsActivePort)")
-        time.sleep(0.1)
-    port = open(port_file).read().split()[0]
-    tabs = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json"))
-    ws = websocket.create_connection(next(t for t in tabs if t["type"] == "page")["webSocketDebuggerUrl"])
-    return proc, Page(ws)
+# Where the page is, when a wait times out.
+STATE = ("JSON.stringify({state: window.cradleLive && window.cradleLive.state,"
+         " msg: (document.getElementById('msg')||{}).textContent})")
 
 
 def tile(camera):
@@ -141,17 +87,10 @@ def main():
     ap.add_argument("--expect-refused")
     a = ap.parse_args()
 
-    profile = tempfile.mkdtemp(prefix="cradle-chromium-")
-    proc, page = start_chromium(profile)
-    try:
-        page.cmd("Page.enable")
-        page.cmd("Emulation.setDeviceMetricsOverride", width=PHONE_WIDTH, height=844, deviceScaleFactor=1, mobile=True)
-        page.cmd("Page.navigate", url=f"{a.base}/live")
-        page.wait("the sign-in page", "location.pathname === '/login' && !!document.getElementById('username')")
-        page.js(f"document.getElementById('username').value = {json.dumps(a.username)};"
-                f"document.getElementById('password').value = {json.dumps(a.password)};"
-                "document.getElementById('login').requestSubmit(); true")
-        page.wait("the live page after sign-in", "location.pathname === '/live'")
+    with Browser(fail, WEBRTC_FLAGS) as page:
+        page.phone(PHONE_WIDTH, 844)
+        page.sign_in(a.base, "/live", a.username, a.password)
+        page.describe = STATE
         page.wait(f"camera {a.camera} listed", f"!!{tile(a.camera)}")
         if not page.js("!!(window.RTCRtpReceiver && RTCRtpReceiver.getCapabilities('video').codecs"
                        ".some(c => c.mimeType === 'video/H264'))"):
@@ -190,9 +129,7 @@ def main():
         if has_controls:
             fail("the video shows controls (download)")
         if a.screenshot:
-            png = page.cmd("Page.captureScreenshot", format="png")["data"]
-            with open(a.screenshot, "wb") as f:
-                f.write(base64.b64decode(png))
+            page.screenshot(a.screenshot)
         emit({"event": "playing", "location": page.js("window.cradleLive.location"), "ttff_ms": ttff,
               "frames_decoded": stats2["decoded"], "keyframes_decoded": stats2["keyframes"],
               "codec": stats2["codec"], "overlay": overlay,
@@ -213,10 +150,6 @@ def main():
                 time.sleep(0.05)
             emit({"event": "ended", "ended": ended, "last_frame_wall": last_wall,
                   "message": page.js("document.getElementById('msg').textContent")})
-    finally:
-        proc.kill()
-        proc.wait()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 if __name__ == "__main__":
