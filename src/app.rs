@@ -245,9 +245,17 @@ impl App {
                 }
             }));
         }
+        // Evidence: the signing key (created at first start), and exports a stop
+        // interrupted marked failed.
+        let signer = crate::evidence::keys::Signer::load_or_create(&config.data_dir)?;
+        info!(key = %signer.path.display(), fingerprint = %signer.fingerprint(), "evidence-signing key (Ed25519)");
+        let sources = Arc::new(crate::evidence::source::Sources::new(storage.clone(), config.spool.dir.clone()));
+        let exporter = Arc::new(crate::evidence::export::Exporter::new(db.clone(), sources, Arc::new(signer), &config.data_dir));
+        exporter.recover().await?;
         let live = crate::live::Live::new(config.live.clone(), config.policy.clone(), db.clone(), fleet.clone());
         aux.spawn(live.clone().guard(shutdown.clone()));
         let state = AppState {
+            exporter,
             live: live.clone(),
             alarms: alarms.clone(),
             config: Arc::new(config.clone()),

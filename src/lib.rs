@@ -19,6 +19,7 @@ pub mod config;
 pub mod coverage;
 pub mod db;
 pub mod demo;
+pub mod evidence;
 pub mod fleet;
 pub mod gaps;
 pub mod hub;

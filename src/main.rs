@@ -79,6 +79,25 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         min_age_seconds: u64,
     },
+    /// Evidence: the server's signing key.
+    Evidence {
+        #[command(subcommand)]
+        cmd: EvidenceCmd,
+    },
+    /// Check an evidence export offline: the signature over the manifest with the
+    /// centre's public key, then the file's size and SHA-256 against the manifest.
+    /// Exit 0 when both hold; 1 with the reason otherwise. Needs no server or config.
+    VerifyExport {
+        /// The exported MP4.
+        file: PathBuf,
+        /// Its manifest (JSON), exactly as downloaded.
+        manifest: PathBuf,
+        /// The 64-byte Ed25519 signature of the manifest.
+        signature: PathBuf,
+        /// The centre's public key (PEM), obtained independently of the export.
+        #[arg(long)]
+        public_key: PathBuf,
+    },
     /// Rebuild the segment index from the objects in storage.
     Reindex {
         #[arg(long, env = "CRADLE_CONFIG")]
@@ -105,6 +124,16 @@ enum Command {
         /// Fault: every connection is dropped after playing for this many seconds.
         #[arg(long)]
         drop_after_secs: Option<f64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum EvidenceCmd {
+    /// Print the evidence-signing public key (PEM SubjectPublicKeyInfo), creating the
+    /// key pair in DATA_DIR/keys/ if there is none yet (as the server does).
+    PublicKey {
+        #[arg(long, env = "CRADLE_CONFIG")]
+        config: PathBuf,
     },
 }
 
@@ -236,6 +265,30 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             Err(code) => Ok(code),
         },
         Command::User { cmd } => user_command(cmd).await,
+        Command::Evidence { cmd: EvidenceCmd::PublicKey { config } } => match load(&config) {
+            Ok(c) => {
+                let signer = cradle::evidence::keys::Signer::load_or_create(&c.data_dir)?;
+                print!("{}", signer.public_key_pem());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(code) => Ok(code),
+        },
+        Command::VerifyExport { file, manifest, signature, public_key } => {
+            match cradle::evidence::verify::verify_export(&file, &manifest, &signature, &public_key) {
+                Ok(v) => {
+                    println!(
+                        "OK: signature valid (key sha256 {}); file {} bytes, sha256 {} as the manifest says\n\
+                         case {}, camera {}, {} – {}",
+                        v.key_sha256, v.bytes, v.sha256, v.case_ref, v.camera, v.start, v.end
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("NOT VERIFIED: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
         Command::Centre { config, cmd } => {
             let c = match load(&config) {
                 Ok(c) => c,

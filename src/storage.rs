@@ -193,6 +193,11 @@ impl Storage {
         Ok(self.store.get(&ObjPath::from(key)).await?.bytes().await?)
     }
 
+    /// Bytes `range` of the object at `key` (a ranged GET; a `pread` for a local directory).
+    pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes, StorageError> {
+        Ok(self.store.get_range(&ObjPath::from(key), range).await?)
+    }
+
     /// Puts `data` at `key` as it is (through `object_store`, never locked): tools and
     /// tests that restore or plant objects. The recorder uses [`Storage::put_file`].
     pub async fn put_bytes(&self, key: &str, data: Bytes) -> Result<(), StorageError> {

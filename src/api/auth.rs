@@ -87,8 +87,8 @@ policy!(/// The pipeline's health: spool, storage, cameras' technical state.
 policy!(/// Acting on alarms (acknowledging them).
     Operators, "acting on alarms", [Admin, Operator]);
 policy!(/// Recording metadata (segments and gaps), not the video itself. Investigators
-    /// will see it only inside an approved evidence request (not built yet).
-    RecordingReaders, "recordings", [Admin, Operator, Regulator]);
+    /// see it only inside an approved evidence request (the handler clamps to it).
+    RecordingReaders, "recordings", [Admin, Operator, Regulator, Investigator]);
 policy!(/// Live video (parents under the live-view rules; staff any camera).
     Viewers, "live video", [Admin, Operator, Parent]);
 policy!(/// Who is watching live now.

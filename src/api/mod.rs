@@ -10,6 +10,7 @@ pub mod auth;
 mod centre;
 mod coverage;
 mod error;
+mod evidence;
 mod live;
 mod metrics;
 mod retention;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub coverage: Arc<crate::coverage::Ledger>,
     /// Live view (WHEP sessions and their rules).
     pub live: Arc<crate::live::Live>,
+    /// Evidence exports, playback sources and the signing key.
+    pub exporter: Arc<crate::evidence::export::Exporter>,
 }
 
 impl AppState {
@@ -93,6 +96,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin.js", get(admin_js))
         .route("/live", get(live_page))
         .route("/live.js", get(live_js))
+        .route("/evidence", get(evidence_page))
+        .route("/evidence.js", get(evidence_js))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/login", post(auth::login))
@@ -112,6 +117,7 @@ pub fn router(state: AppState) -> Router {
         .merge(retention::routes())
         .merge(coverage::routes())
         .merge(live::routes())
+        .merge(evidence::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)
 }
@@ -126,6 +132,14 @@ async fn live_page() -> Html<&'static str> {
 
 async fn live_js() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../../web/live.js"))
+}
+
+async fn evidence_page() -> Html<&'static str> {
+    Html(include_str!("../../web/evidence.html"))
+}
+
+async fn evidence_js() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../../web/evidence.js"))
 }
 
 async fn login_page() -> Html<&'static str> {
@@ -318,7 +332,7 @@ const MAX_RANGE_US: i64 = 7 * 86_400 * 1_000_000;
 
 async fn recordings(
     State(app): State<AppState>,
-    _: Auth<RecordingReaders>,
+    Auth(p, _): Auth<RecordingReaders>,
     Path(id): Path<String>,
     Query(q): Query<RangeQuery>,
 ) -> Result<Json<serde_json::Value>> {
@@ -339,6 +353,15 @@ async fn recordings(
         return Err(ApiError::BadRequest("range longer than 7 days; ask for less".into()));
     }
     let cam = h.id().as_str();
+    // An investigator sees only inside an approved request: the range is clamped to it.
+    let (start, end) = if p.role == Role::Investigator {
+        match crate::evidence::scope(&app.db, &p, cam, start, end, false, now).await? {
+            crate::evidence::Scope::Request { start_us, end_us, .. } => (start.max(start_us), end.min(end_us)),
+            crate::evidence::Scope::All => (start, end),
+        }
+    } else {
+        (start, end)
+    };
     let segments = app.db.segments_between(cam, start, end).await?;
     let events = app.db.events_between(cam, start - 60_000_000, end).await?;
     // Footage still being written is not missing: the segment in progress (up to one

@@ -19,6 +19,7 @@ pub mod audit;
 pub mod cameras;
 pub mod centre;
 pub mod coverage;
+pub mod evidence;
 pub mod live;
 pub mod reconcile;
 pub mod retention;

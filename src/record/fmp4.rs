@@ -87,7 +87,7 @@ pub enum ParseError {
 
 /// Writes a box (§4.2): reserves the 32-bit size, runs `body`, then patches the size in.
 /// Only `mdat` can outgrow 32 bits, and it is written by hand.
-fn bx(out: &mut Vec<u8>, kind: &[u8; 4], body: impl FnOnce(&mut Vec<u8>)) {
+pub(crate) fn bx(out: &mut Vec<u8>, kind: &[u8; 4], body: impl FnOnce(&mut Vec<u8>)) {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(kind);
@@ -97,26 +97,26 @@ fn bx(out: &mut Vec<u8>, kind: &[u8; 4], body: impl FnOnce(&mut Vec<u8>)) {
 }
 
 /// The version and 24-bit flags that start a FullBox (§4.2).
-fn full(out: &mut Vec<u8>, version: u8, flags: u32) {
+pub(crate) fn full(out: &mut Vec<u8>, version: u8, flags: u32) {
     out.push(version);
     out.extend_from_slice(&flags.to_be_bytes()[1..]);
 }
 
-fn u16be(out: &mut Vec<u8>, v: u16) {
+pub(crate) fn u16be(out: &mut Vec<u8>, v: u16) {
     out.extend_from_slice(&v.to_be_bytes());
 }
-fn u32be(out: &mut Vec<u8>, v: u32) {
+pub(crate) fn u32be(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_be_bytes());
 }
-fn u64be(out: &mut Vec<u8>, v: u64) {
+pub(crate) fn u64be(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(&v.to_be_bytes());
 }
 
 /// The unity transformation matrix, 16.16 except the last column's 2.30 (§8.2.2.3).
-const MATRIX: [u32; 9] = [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000];
+pub(crate) const MATRIX: [u32; 9] = [0x0001_0000, 0, 0, 0, 0x0001_0000, 0, 0, 0, 0x4000_0000];
 
 /// `language` of `mdhd`: "und" as three 5-bit letters offset from 0x60 (§8.4.2.3).
-const LANGUAGE_UND: u16 = ((b'u' - 0x60) as u16) << 10 | ((b'n' - 0x60) as u16) << 5 | (b'd' - 0x60) as u16;
+pub(crate) const LANGUAGE_UND: u16 = ((b'u' - 0x60) as u16) << 10 | ((b'n' - 0x60) as u16) << 5 | (b'd' - 0x60) as u16;
 
 // tfhd flags (§8.8.7.1).
 const TFHD_BASE_DATA_OFFSET: u32 = 0x00_0001;
@@ -768,6 +768,284 @@ fn parse_moof(body: &[u8], moof_pos: u64, track: &Init) -> Option<MoofInfo> {
     })
 }
 
+// ---------------------------------------------------------------------------------------
+// Sample tables
+//
+// `parse` summarises fragments for the index; evidence export needs every sample: where
+// its bytes are, how long it lasts, whether a decoder can start at it. `sample_table`
+// reads the same complete fragments `parse` accepts, so the index and an export never
+// disagree about what a segment holds, and then walks each moof row by row.
+
+/// One sample of a segment as [`sample_table`] finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableSample {
+    /// File offset of the sample's first byte; the sample lies inside its fragment's mdat.
+    pub offset: u64,
+    /// Bytes (4-byte length-prefixed NAL units); never 0.
+    pub size: u32,
+    /// 90 kHz.
+    pub duration: u32,
+    /// A keyframe: sample_is_non_sync_sample is clear (§8.8.3.1), as [`parse`] decides.
+    pub is_sync: bool,
+    /// Composition time minus decode time, 90 kHz (§8.6.1.3); 0 unless the stream has
+    /// B-frames, which Cradle's cameras do not send, but another muxer's file may.
+    pub composition_offset: i32,
+}
+
+/// What it takes to copy a segment's samples into another MP4 without decoding them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentTable {
+    /// The whole VisualSampleEntry box from `stsd` (§8.5.2), header included, byte for
+    /// byte (`avc1` + `avcC` or `hvc1` + `hvcC`): another file's `stsd` can carry it
+    /// unchanged, and two segments have the same codec parameters iff these are equal.
+    pub sample_entry: Vec<u8>,
+    /// From the sample entry.
+    pub width: u16,
+    pub height: u16,
+    /// Every sample of every complete fragment, in decode order.
+    pub samples: Vec<TableSample>,
+}
+
+impl SegmentTable {
+    /// The sample entry's box type: `avc1`, `hvc1`, …
+    pub fn sample_entry_type(&self) -> [u8; 4] {
+        self.sample_entry.get(4..8).and_then(|t| t.try_into().ok()).unwrap_or([0; 4])
+    }
+}
+
+/// Reads a segment's sample entry and the location, duration and flags of every sample.
+///
+/// The init part must satisfy [`parse`], plus: `stsd` has exactly one entry (a segment
+/// with several would need a per-fragment choice this table cannot express). Fragments
+/// are the complete ones `parse` finds, so a torn tail is ignored the same way. Inside
+/// them every field is resolved as §8.8.7–§8.8.8 lay out, not only as [`write_fragment_header`]
+/// writes it: trex → tfhd defaults, an explicit base_data_offset, default-base-is-moof,
+/// truns with or without data_offset, first_sample_flags, and composition offsets of
+/// trun version 0 (unsigned) or 1 (signed). A sample outside its mdat or of 0 bytes is
+/// an error: copying it would export bytes that are not the sample.
+pub fn sample_table(data: &[u8]) -> Result<SegmentTable, ParseError> {
+    let parsed = parse(data)?;
+    let init_part =
+        usize::try_from(parsed.init_len).ok().and_then(|n| data.get(..n)).ok_or(ParseError::TruncatedInit)?;
+    // `parse` checked that the top-level boxes up to init_len have sizes and end at moov.
+    let moov = only(init_part, 0, b"moov")?.ok_or(ParseError::TruncatedInit)?;
+    let init = parse_moov(&moov)?;
+    let sample_entry = sole_sample_entry(&moov, data)?.to_vec();
+    let mut samples = Vec::new();
+    for f in &parsed.fragments {
+        fragment_samples(data, f, &init, &mut samples)?;
+    }
+    Ok(SegmentTable { sample_entry, width: parsed.width, height: parsed.height, samples })
+}
+
+/// The bytes of the one sample entry in moov/trak/mdia/minf/stbl/stsd (§8.5.2).
+fn sole_sample_entry<'a>(moov: &Child<'_>, data: &'a [u8]) -> Result<&'a [u8], ParseError> {
+    let trak = need(moov, b"trak", "moov has no single trak")?;
+    let mdia = need(&trak, b"mdia", "trak without mdia")?;
+    let minf = need(&mdia, b"minf", "mdia without minf")?;
+    let stbl = need(&minf, b"stbl", "minf without stbl")?;
+    let stsd = need(&stbl, b"stsd", "stbl without stsd")?;
+    let bad = |reason| ParseError::Malformed { offset: stsd.offset, reason };
+    if be32(stsd.body, 4) != Some(1) {
+        return Err(bad("stsd must hold exactly one sample entry"));
+    }
+    let entry = children(stsd.body.get(8..).unwrap_or_default(), stsd.body_offset + 8)
+        .next()
+        .ok_or(bad("stsd without entries"))??;
+    let start = usize::try_from(entry.offset).map_err(|_| bad("sample entry out of range"))?;
+    let end = usize::try_from(entry.body_offset).map_err(|_| bad("sample entry out of range"))? + entry.body.len();
+    data.get(start..end).ok_or(bad("sample entry out of range"))
+}
+
+/// Appends the samples of one complete fragment (as found by [`parse`]).
+fn fragment_samples(data: &[u8], f: &FragmentInfo, init: &Init, out: &mut Vec<TableSample>) -> Result<(), ParseError> {
+    let bad = |reason| ParseError::Malformed { offset: f.offset, reason };
+    let start = usize::try_from(f.offset).map_err(|_| bad("fragment out of range"))?;
+    let moof = match header(data, start) {
+        Ok(Some(h @ Header { size: Some(_), .. })) if &h.kind == b"moof" => h,
+        _ => return Err(bad("no moof where the fragment starts")),
+    };
+    let moof_end = usize::try_from(moof.size.unwrap_or(0)).ok().and_then(|n| start.checked_add(n));
+    let moof_end = moof_end.ok_or(bad("moof out of range"))?;
+    let body = data.get(start + moof.header_len..moof_end).ok_or(bad("moof out of range"))?;
+    let mdat = match header(data, moof_end) {
+        Ok(Some(h)) if &h.kind == b"mdat" => h,
+        _ => return Err(bad("no mdat after the moof")),
+    };
+    let payload = (moof_end + mdat.header_len) as u64..f.offset.saturating_add(f.len);
+    let moof = Child { kind: moof.kind, offset: f.offset, body_offset: (start + moof.header_len) as u64, body };
+    moof_samples(&moof, &payload, init, out)
+}
+
+/// The fields of a tfhd (§8.8.7), with absent defaults taken from trex.
+struct Tfhd {
+    track_id: u32,
+    base_data_offset: Option<u64>,
+    base_is_moof: bool,
+    sample_description_index: Option<u32>,
+    default_duration: u32,
+    default_size: u32,
+    default_flags: u32,
+}
+
+fn read_tfhd(body: &[u8], init: &Init) -> Option<Tfhd> {
+    let flags = be32(body, 0)? & 0x00ff_ffff;
+    let track_id = be32(body, 4)?;
+    // The optional fields follow track_ID in flag order.
+    let mut at = 8;
+    let base_data_offset = match flags & TFHD_BASE_DATA_OFFSET {
+        0 => None,
+        _ => {
+            at += 8;
+            Some(be64(body, at - 8)?)
+        }
+    };
+    let mut take = |flag: u32| -> Option<Option<u32>> {
+        if flags & flag == 0 {
+            return Some(None);
+        }
+        at += 4;
+        Some(Some(be32(body, at - 4)?))
+    };
+    let sample_description_index = take(TFHD_SAMPLE_DESCRIPTION_INDEX)?;
+    let default_duration = take(TFHD_DEFAULT_DURATION)?.unwrap_or(init.default_duration);
+    let default_size = take(TFHD_DEFAULT_SIZE)?.unwrap_or(init.default_size);
+    let default_flags = take(TFHD_DEFAULT_FLAGS)?.unwrap_or(init.default_flags);
+    Some(Tfhd {
+        track_id,
+        base_data_offset,
+        base_is_moof: flags & TFHD_DEFAULT_BASE_IS_MOOF != 0,
+        sample_description_index,
+        default_duration,
+        default_size,
+        default_flags,
+    })
+}
+
+/// Appends the samples of every trun of every traf in `moof`; `payload` is the file
+/// range of the mdat's payload, which every sample must lie in.
+fn moof_samples(
+    moof: &Child<'_>,
+    payload: &std::ops::Range<u64>,
+    init: &Init,
+    out: &mut Vec<TableSample>,
+) -> Result<(), ParseError> {
+    let bad = |c: &Child<'_>, reason| ParseError::Malformed { offset: c.offset, reason };
+    // Where the previous traf's data ended: the implicit base of the next traf (§8.8.7.1).
+    let mut previous_traf_end = None;
+    for traf in children(moof.body, moof.body_offset) {
+        let traf = traf?;
+        if &traf.kind != b"traf" {
+            continue;
+        }
+        let tfhd = need(&traf, b"tfhd", "traf without tfhd")?;
+        let tf = read_tfhd(tfhd.body, init).ok_or(bad(&tfhd, "tfhd too short"))?;
+        if tf.track_id != init.track_id {
+            return Err(bad(&tfhd, "fragment of a track the segment does not have"));
+        }
+        if tf.sample_description_index.is_some_and(|i| i != 1) {
+            return Err(bad(&tfhd, "fragment uses a sample description other than the only one"));
+        }
+        // §8.8.7.1: an explicit base_data_offset; else the moof, if default-base-is-moof
+        // or this is the moof's first traf; else the end of the previous traf's data.
+        let base = match (tf.base_data_offset, tf.base_is_moof) {
+            (Some(b), _) => b,
+            (None, true) => moof.offset,
+            (None, false) => previous_traf_end.unwrap_or(moof.offset),
+        };
+        // §8.8.8.1: a trun without data_offset starts where the previous run's data
+        // ended, or at the base for the traf's first run.
+        let mut next = base;
+        for trun in children(traf.body, traf.body_offset) {
+            let trun = trun?;
+            if &trun.kind == b"trun" {
+                next = trun_samples(&trun, base, next, &tf, payload, out)?;
+            }
+        }
+        previous_traf_end = Some(next);
+    }
+    Ok(())
+}
+
+/// Appends one trun's samples (§8.8.8) and returns the file offset where its data ends.
+fn trun_samples(
+    trun: &Child<'_>,
+    base: u64,
+    next: u64,
+    tf: &Tfhd,
+    payload: &std::ops::Range<u64>,
+    out: &mut Vec<TableSample>,
+) -> Result<u64, ParseError> {
+    let bad = |reason| ParseError::Malformed { offset: trun.offset, reason };
+    let b = trun.body;
+    let version = *b.first().ok_or(bad("trun too short"))?;
+    if version > 1 {
+        return Err(bad("trun of an unknown version"));
+    }
+    let flags = be32(b, 0).ok_or(bad("trun too short"))? & 0x00ff_ffff;
+    let count = be32(b, 4).ok_or(bad("trun too short"))?;
+    let mut at = 8;
+    let mut pos = next;
+    if flags & TRUN_DATA_OFFSET != 0 {
+        let data_offset = be32(b, at).ok_or(bad("trun too short"))? as i32;
+        pos = base.checked_add_signed(i64::from(data_offset)).ok_or(bad("trun data_offset out of range"))?;
+        at += 4;
+    }
+    let first_sample_flags = match flags & TRUN_FIRST_SAMPLE_FLAGS {
+        0 => None,
+        _ => {
+            at += 4;
+            Some(be32(b, at - 4).ok_or(bad("trun too short"))?)
+        }
+    };
+    let has = |flag: u32| flags & flag != 0;
+    let fields = [TRUN_DURATION, TRUN_SIZE, TRUN_FLAGS, TRUN_CTS_OFFSET];
+    let per_sample = 4 * fields.iter().filter(|&&f| has(f)).count();
+    let rows = b.get(at..).ok_or(bad("trun too short"))?;
+    if rows.len() as u64 != per_sample as u64 * u64::from(count) {
+        return Err(bad("trun rows do not match its sample_count"));
+    }
+
+    // Each sample is checked against the mdat before the next is read, so a count that
+    // lies cannot grow `out` beyond one entry per payload byte.
+    let mut row_at = 0;
+    let mut field = |flag: u32| -> Option<u32> {
+        if !has(flag) {
+            return None;
+        }
+        row_at += 4;
+        be32(rows, row_at - 4)
+    };
+    for i in 0..count {
+        let duration = field(TRUN_DURATION).unwrap_or(tf.default_duration);
+        let size = field(TRUN_SIZE).unwrap_or(tf.default_size);
+        let sample_flags = field(TRUN_FLAGS).unwrap_or(tf.default_flags);
+        // first_sample_flags overrides the first row (§8.8.8.1), as in `parse`.
+        let sample_flags = if i == 0 { first_sample_flags.unwrap_or(sample_flags) } else { sample_flags };
+        let composition_offset = match field(TRUN_CTS_OFFSET) {
+            None => 0,
+            Some(v) if version == 0 => i32::try_from(v).map_err(|_| bad("composition offset over 6 hours"))?,
+            Some(v) => v as i32,
+        };
+        if size == 0 {
+            return Err(bad("sample of 0 bytes"));
+        }
+        let end = pos.checked_add(u64::from(size)).ok_or(bad("sample data out of range"))?;
+        if pos < payload.start || end > payload.end {
+            return Err(bad("sample data outside its fragment's mdat"));
+        }
+        out.push(TableSample {
+            offset: pos,
+            size,
+            duration,
+            is_sync: sample_flags & SAMPLE_IS_NON_SYNC == 0,
+            composition_offset,
+        });
+        pos = end;
+    }
+    Ok(pos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1171,6 +1449,278 @@ mod tests {
             let mut framed = b"\0\0\0\x10ftypiso6\0\0\0\0".to_vec();
             framed.extend_from_slice(&noise);
             let _ = parse(&framed);
+        }
+    }
+
+    // --- sample_table -------------------------------------------------------------------
+
+    #[test]
+    fn sample_table_lists_every_sample_where_the_writer_put_it() {
+        let data = segment(3);
+        let t = sample_table(&data).unwrap();
+        assert_eq!(t.sample_entry, sample_entry(b"avc1", 1920, 1080));
+        assert_eq!(&t.sample_entry_type(), b"avc1");
+        assert_eq!((t.width, t.height), (1920, 1080));
+        assert_eq!(t.samples.len(), 150);
+        let p = parse(&data).unwrap();
+        for (f, frag) in p.fragments.iter().enumerate() {
+            let moof_len = u64::from(be32(&data, frag.offset as usize).unwrap());
+            let rows = &t.samples[50 * f..50 * (f + 1)];
+            assert_eq!(rows[0].offset, frag.offset + moof_len + 8, "first sample right after the mdat header");
+            for (i, (s, want)) in rows.iter().zip(gop(50, 100 + f as u32)).enumerate() {
+                assert_eq!((s.size, s.duration, s.is_sync, s.composition_offset), (want.size, 3600, i == 0, 0));
+                let bytes = &data[s.offset as usize..(s.offset + u64::from(s.size)) as usize];
+                assert!(bytes.iter().all(|&b| b == f as u8), "fragment {f} sample {i} points at its own bytes");
+                if i > 0 {
+                    assert_eq!(s.offset, rows[i - 1].offset + u64::from(rows[i - 1].size));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sample_table_ignores_a_torn_tail_like_parse() {
+        let data = segment(3);
+        let full = sample_table(&data).unwrap();
+        let p = parse(&data).unwrap();
+        let last = &p.fragments[2];
+        for cut in [last.offset as usize + 3, last.offset as usize + 300, data.len() - 1] {
+            let t = sample_table(&data[..cut]).unwrap();
+            assert_eq!(t.samples[..], full.samples[..100], "cut at {cut}");
+        }
+        let t = sample_table(&data[..p.init_len as usize]).unwrap();
+        assert!(t.samples.is_empty());
+        assert_eq!(t.sample_entry, full.sample_entry);
+    }
+
+    /// Appends a moof (mfhd + one traf written by `traf`) and an mdat with `payload`.
+    /// `traf` gets the file offsets of the moof and of the mdat payload, to compute
+    /// data offsets the way the muxer it imitates would.
+    fn push_fragment(d: &mut Vec<u8>, payload: &[u8], traf: impl Fn(&mut Vec<u8>, u64, u64)) {
+        let moof_at = d.len() as u64;
+        let build = |payload_at: u64| {
+            let mut m = Vec::new();
+            bx(&mut m, b"moof", |o| {
+                bx(o, b"mfhd", |o| {
+                    full(o, 0, 0);
+                    u32be(o, 1);
+                });
+                bx(o, b"traf", |o| traf(o, moof_at, payload_at));
+            });
+            m
+        };
+        let moof_len = build(moof_at + 4096).len() as u64; // any plausible offset: same size
+        d.extend(build(moof_at + moof_len + 8));
+        bx(d, b"mdat", |o| o.extend_from_slice(payload));
+    }
+
+    fn tfdt0(o: &mut Vec<u8>) {
+        bx(o, b"tfdt", |o| {
+            full(o, 1, 0);
+            u64be(o, 0);
+        });
+    }
+
+    #[test]
+    fn sample_table_reads_tfhd_defaults_and_first_sample_flags() {
+        // As ffmpeg writes it: duration, size and flags defaulted in tfhd, sizes in the
+        // trun, the keyframe marked by first_sample_flags.
+        let mut d = segment(0);
+        push_fragment(&mut d, &[7; 5 + 6 + 9], |o, moof_at, payload_at| {
+            bx(o, b"tfhd", |o| {
+                full(o, 0, TFHD_DEFAULT_BASE_IS_MOOF | TFHD_DEFAULT_DURATION | TFHD_DEFAULT_SIZE | TFHD_DEFAULT_FLAGS);
+                u32be(o, 1);
+                u32be(o, 3600);
+                u32be(o, 999); // default size, overridden by every row
+                u32be(o, NON_SYNC_SAMPLE_FLAGS);
+            });
+            tfdt0(o);
+            bx(o, b"trun", |o| {
+                full(o, 0, TRUN_DATA_OFFSET | TRUN_FIRST_SAMPLE_FLAGS | TRUN_SIZE);
+                u32be(o, 3);
+                u32be(o, (payload_at - moof_at) as u32);
+                u32be(o, SYNC_SAMPLE_FLAGS);
+                [5, 6, 9].into_iter().for_each(|s| u32be(o, s));
+            });
+        });
+        let t = sample_table(&d).unwrap();
+        let payload_at = d.len() as u64 - 20;
+        let got: Vec<_> = t.samples.iter().map(|s| (s.offset - payload_at, s.size, s.duration, s.is_sync)).collect();
+        assert_eq!(got, [(0, 5, 3600, true), (5, 6, 3600, false), (11, 9, 3600, false)]);
+    }
+
+    #[test]
+    fn sample_table_reads_an_explicit_base_data_offset_and_composition_offsets() {
+        // No default-base-is-moof: the base is an absolute file offset from tfhd, sizes
+        // come from the tfhd default, and trun v0 carries unsigned composition offsets.
+        let mut d = segment(0);
+        push_fragment(&mut d, &[1; 12], |o, _moof_at, payload_at| {
+            bx(o, b"tfhd", |o| {
+                full(o, 0, TFHD_BASE_DATA_OFFSET | TFHD_SAMPLE_DESCRIPTION_INDEX | TFHD_DEFAULT_SIZE);
+                u32be(o, 1);
+                u64be(o, payload_at - 100);
+                u32be(o, 1);
+                u32be(o, 4);
+            });
+            tfdt0(o);
+            bx(o, b"trun", |o| {
+                full(o, 0, TRUN_DATA_OFFSET | TRUN_DURATION | TRUN_FLAGS | TRUN_CTS_OFFSET);
+                u32be(o, 3);
+                u32be(o, 100);
+                for (dur, flags, cts) in
+                    [(3000, SYNC_SAMPLE_FLAGS, 6000), (3000, NON_SYNC_SAMPLE_FLAGS, 0), (3003, 0, 3000)]
+                {
+                    [dur, flags, cts].into_iter().for_each(|v| u32be(o, v));
+                }
+            });
+        });
+        let t = sample_table(&d).unwrap();
+        let payload_at = d.len() as u64 - 12;
+        let got: Vec<_> = t
+            .samples
+            .iter()
+            .map(|s| (s.offset - payload_at, s.size, s.duration, s.is_sync, s.composition_offset))
+            .collect();
+        assert_eq!(got, [(0, 4, 3000, true, 6000), (4, 4, 3000, false, 0), (8, 4, 3003, true, 3000)]);
+    }
+
+    #[test]
+    fn sample_table_reads_signed_composition_offsets_of_trun_version_1() {
+        let mut d = segment(0);
+        push_fragment(&mut d, &[1; 4], |o, moof_at, payload_at| {
+            bx(o, b"tfhd", |o| {
+                full(o, 0, TFHD_DEFAULT_BASE_IS_MOOF);
+                u32be(o, 1);
+            });
+            tfdt0(o);
+            bx(o, b"trun", |o| {
+                full(o, 1, TRUN_DATA_OFFSET | TRUN_DURATION | TRUN_SIZE | TRUN_FLAGS | TRUN_CTS_OFFSET);
+                u32be(o, 2);
+                u32be(o, (payload_at - moof_at) as u32);
+                [3600, 2, SYNC_SAMPLE_FLAGS, (-3600i32) as u32].into_iter().for_each(|v| u32be(o, v));
+                [3600, 2, NON_SYNC_SAMPLE_FLAGS, 0].into_iter().for_each(|v| u32be(o, v));
+            });
+        });
+        let t = sample_table(&d).unwrap();
+        let cts: Vec<i32> = t.samples.iter().map(|s| s.composition_offset).collect();
+        assert_eq!(cts, [-3600, 0]);
+    }
+
+    /// The track's fragment defaults as `sample_table` sees them.
+    fn init_of(data: &[u8]) -> Init {
+        let init_len = parse(data).unwrap().init_len as usize;
+        parse_moov(&only(&data[..init_len], 0, b"moov").unwrap().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_trun_without_data_offset_continues_after_the_previous_run() {
+        // `parse` only accepts one trun per fragment, so the rule of §8.8.8.1 is checked
+        // on the moof reader directly: the second run starts where the first one ended.
+        let mut d = segment(0);
+        let init = init_of(&d);
+        let moof_at = d.len() as u64;
+        push_fragment(&mut d, &[3; 10], |o, moof_at, payload_at| {
+            bx(o, b"tfhd", |o| {
+                full(o, 0, TFHD_DEFAULT_DURATION);
+                u32be(o, 1);
+                u32be(o, 1800);
+            });
+            tfdt0(o);
+            bx(o, b"trun", |o| {
+                full(o, 0, TRUN_DATA_OFFSET | TRUN_SIZE);
+                u32be(o, 2);
+                u32be(o, (payload_at - moof_at) as u32); // relative to the moof: first traf
+                [3, 4].into_iter().for_each(|v| u32be(o, v));
+            });
+            bx(o, b"trun", |o| {
+                full(o, 0, TRUN_SIZE);
+                u32be(o, 1);
+                u32be(o, 3);
+            });
+        });
+        let frag = FragmentInfo {
+            offset: moof_at,
+            len: d.len() as u64 - moof_at,
+            base_decode_time: 0,
+            duration: 0,
+            samples: 0,
+            first_is_sync: false,
+        };
+        let mut out = Vec::new();
+        fragment_samples(&d, &frag, &init, &mut out).unwrap();
+        let payload_at = d.len() as u64 - 10;
+        let got: Vec<_> = out.iter().map(|s| (s.offset - payload_at, s.size, s.duration)).collect();
+        assert_eq!(got, [(0, 3, 1800), (3, 4, 1800), (7, 3, 1800)]);
+
+        // One byte more in the last run would read past the mdat.
+        let trun2_size_at = d.len() - 8 - 10 - 4;
+        d[trun2_size_at + 3] = 4;
+        let mut out = Vec::new();
+        let err = fragment_samples(&d, &frag, &init, &mut out).unwrap_err();
+        assert!(err.to_string().contains("outside its fragment's mdat"), "{err}");
+    }
+
+    #[test]
+    fn sample_table_rejects_what_cannot_be_copied() {
+        // A second sample description: which one a fragment uses is not in the table.
+        let mut d = segment(1);
+        let stsd = find(&d, &[b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"]);
+        d[stsd + 15] = 2;
+        assert!(parse(&d).is_ok());
+        assert!(matches!(sample_table(&d), Err(ParseError::Malformed { .. })));
+
+        // A fragment pointing at sample description 2.
+        let mut d = segment(0);
+        push_fragment(&mut d, &[1; 4], |o, moof_at, payload_at| {
+            bx(o, b"tfhd", |o| {
+                full(o, 0, TFHD_DEFAULT_BASE_IS_MOOF | TFHD_SAMPLE_DESCRIPTION_INDEX);
+                u32be(o, 1);
+                u32be(o, 2);
+            });
+            tfdt0(o);
+            bx(o, b"trun", |o| {
+                full(o, 0, TRUN_DATA_OFFSET | TRUN_DURATION | TRUN_SIZE);
+                u32be(o, 1);
+                u32be(o, (payload_at - moof_at) as u32);
+                u32be(o, 3600);
+                u32be(o, 4);
+            });
+        });
+        assert_eq!(parse(&d).unwrap().frames, 1);
+        let err = sample_table(&d).unwrap_err();
+        assert!(err.to_string().contains("sample description"), "{err}");
+    }
+
+    #[test]
+    fn sample_table_never_panics_on_garbage() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let base = segment(2);
+        for _ in 0..3000 {
+            let mut d = base.clone();
+            for _ in 0..1 + rand() % 6 {
+                let i = (rand() as usize) % d.len();
+                match rand() % 3 {
+                    0 => d[i] = rand() as u8,
+                    1 => d[i] ^= 1 << (rand() % 8),
+                    _ => {
+                        let v = [0u32, 1, 8, u32::MAX, rand() as u32][(rand() % 5) as usize];
+                        let i = i.min(d.len() - 4);
+                        d[i..i + 4].copy_from_slice(&v.to_be_bytes());
+                    }
+                }
+            }
+            let cut = d.len() - (rand() as usize) % 64;
+            if let Ok(t) = sample_table(&d[..cut]) {
+                for s in &t.samples {
+                    assert!(s.size > 0 && s.offset + u64::from(s.size) <= cut as u64);
+                }
+            }
         }
     }
 }
