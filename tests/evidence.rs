@@ -344,6 +344,7 @@ async fn police_get_exactly_the_approved_footage_as_an_export_anyone_can_verify(
             .arg(repo("tests/web/evidence_page.py"))
             .args([&server.base, "police1", PASSWORD, &rid.to_string(), "door"])
             .arg(&shot)
+            .args(["--seeks", "4"])
             .output()
             .unwrap();
         assert!(
@@ -352,6 +353,9 @@ async fn police_get_exactly_the_approved_footage_as_an_export_anyone_can_verify(
             String::from_utf8_lossy(&page.stderr),
             String::from_utf8_lossy(&page.stdout)
         );
+        // Seeking works (its speed is a benchmark, bench/export.sh, not a test).
+        let played: Value = serde_json::from_slice(page.stdout.split(|&b| b == b'\n').next().unwrap()).unwrap();
+        assert_eq!(played["seek_ms"].as_array().map(Vec::len), Some(4), "{played}");
     }
 
     // An approval that expires ends access to recordings, playback, exports and downloads.

@@ -392,6 +392,7 @@ async fn view_mp4(
                 async move {
                     match c {
                         Chunk::Header(r) => Ok(bytes::Bytes::copy_from_slice(&plan.header[r])),
+                        Chunk::Inline(r) => Ok(bytes::Bytes::copy_from_slice(&plan.inline[r])),
                         Chunk::Source { source, offset, len } => sources
                             .range(&segs[source], offset..offset + len)
                             .await

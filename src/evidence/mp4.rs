@@ -30,21 +30,27 @@ pub struct Input<'a> {
     pub table: &'a SegmentTable,
 }
 
-/// A byte range of one source segment that the planned file contains verbatim.
+/// A byte range of one source segment that the planned file contains verbatim (or, when
+/// `source` is [`INLINE`], a range of [`Plan::inline`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Piece {
-    /// Index into the segments given to [`plan`].
+    /// Index into the segments given to [`plan`], or [`INLINE`].
     pub source: usize,
     /// Offset in that segment's object.
     pub offset: u64,
     pub len: u64,
 }
 
+/// [`Piece::source`] of the parameter sets the plan carries in-band (see [`plan`]).
+pub const INLINE: usize = usize::MAX;
+
 /// Where a byte range of the planned file comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Chunk {
     /// A range of [`Plan::header`].
     Header(Range<usize>),
+    /// A range of [`Plan::inline`].
+    Inline(Range<usize>),
     /// `len` bytes at `offset` in source segment `source`.
     Source { source: usize, offset: u64, len: u64 },
 }
@@ -54,6 +60,8 @@ pub enum Chunk {
 pub struct Plan {
     /// `ftyp` + `moov` + the `mdat` box header.
     pub header: Vec<u8>,
+    /// Parameter sets carried in-band at codec-parameter changes (see [`plan`]).
+    pub inline: Vec<u8>,
     /// The `mdat` payload, in order; adjacent samples of one segment share a piece.
     pub pieces: Vec<Piece>,
     /// File offset of each piece, parallel to `pieces`.
@@ -163,7 +171,14 @@ const MP4_EPOCH_TO_UNIX: i64 = 2_082_844_800;
 /// Codec parameters: each distinct sample entry (new SPS/PPS, another resolution) gets its
 /// own `stsd` entry, referenced per chunk from `stsc`. A change of codec (`avc1` ↔ `hvc1`)
 /// is an error: §8.5.2 would allow entries of different formats in one track, but players
-/// set up one decoder per track and do not switch it mid-file.
+/// set up one decoder per track and do not switch it mid-file. Some players (Chromium's)
+/// also ignore a change of sample entry and go on decoding with the first one's
+/// SPS/PPS, which fails at a new resolution; so when a file has more than one entry,
+/// each keyframe also carries its entry's parameter sets (VPS/SPS/PPS, length-prefixed
+/// as in the samples) in-band, in front of the camera's bytes (ISO/IEC 14496-15 allows
+/// parameter sets in samples) — every keyframe, because a seek may start decoding at any
+/// of them. Only then are samples not byte-identical to the source, and only by that
+/// prefix; a file with one entry (no change) is the camera's bytes alone.
 pub fn plan(sources: &[Input<'_>], start_us: i64, end_us: i64) -> Result<Plan, PlanError> {
     if end_us <= start_us {
         return Err(PlanError::EmptyRange { start_us, end_us });
@@ -177,8 +192,8 @@ pub fn plan(sources: &[Input<'_>], start_us: i64, end_us: i64) -> Result<Plan, P
         return Err(PlanError::TooManyFrames { frames });
     }
     let entries = sample_entries(sources, &mut runs)?;
-    let (samples, clamped_joins) = timeline(sources, &runs, end_us)?;
-    let payload = layout(sources, &runs);
+    let (mut samples, clamped_joins) = timeline(sources, &runs, end_us)?;
+    let payload = layout(sources, &runs, &entries, &mut samples)?;
 
     let origin = runs[0].wall;
     let duration_90k: u64 = samples.iter().map(|s| u64::from(s.duration)).sum();
@@ -214,6 +229,7 @@ pub fn plan(sources: &[Input<'_>], start_us: i64, end_us: i64) -> Result<Plan, P
     sources_used.dedup();
     Ok(Plan {
         header,
+        inline: payload.inline,
         pieces: payload.pieces,
         piece_at,
         total_len: header_len + payload.len,
@@ -253,7 +269,11 @@ impl Plan {
             let (p, at) = (&self.pieces[i], self.piece_at[i]);
             let skip = pos - at;
             let len = (p.len - skip).min(end - pos);
-            if len > 0 {
+            if len > 0 && p.source == INLINE {
+                // Both within `inline`, a Vec.
+                let from = (p.offset + skip) as usize;
+                out.push(Chunk::Inline(from..from + len as usize));
+            } else if len > 0 {
                 // Saturating: offsets come from the tables; a bad one fails in the read, not here.
                 out.push(Chunk::Source { source: p.source, offset: p.offset.saturating_add(skip), len });
             }
@@ -269,6 +289,7 @@ impl Plan {
         for chunk in self.ranges(0, self.total_len) {
             match chunk {
                 Chunk::Header(r) => out.write_all(&self.header[r])?,
+                Chunk::Inline(r) => out.write_all(&self.inline[r])?,
                 Chunk::Source { source, offset, len } => out.write_all(source_bytes(sources, source, offset, len)?)?,
             }
         }
@@ -448,13 +469,37 @@ struct Payload {
     pieces: Vec<Piece>,
     chunks: Vec<OutChunk>,
     len: u64,
+    inline: Vec<u8>,
 }
 
-fn layout(sources: &[Input<'_>], runs: &[Run]) -> Payload {
-    let mut p = Payload { pieces: Vec::new(), chunks: Vec::with_capacity(runs.len()), len: 0 };
+/// Lays the samples out in the `mdat`, one chunk per run. When the file has more than
+/// one sample entry, every keyframe gets its entry's parameter sets in front (its size
+/// in `samples` grows by as much): a player that keeps the first entry's SPS/PPS must
+/// find the right ones wherever a seek makes it start decoding.
+fn layout(sources: &[Input<'_>], runs: &[Run], entries: &[&[u8]], samples: &mut [OutSample]) -> Result<Payload, PlanError> {
+    let mut p = Payload { pieces: Vec::new(), chunks: Vec::with_capacity(runs.len()), len: 0, inline: Vec::new() };
+    let mut out_index = 0usize;
     for run in runs {
         p.chunks.push(OutChunk { offset: p.len, samples: run.samples.len() as u32, entry: run.entry });
+        let bad = PlanError::BadSampleEntry { index: run.source };
+        let sets = match entries.len() {
+            1 => None,
+            _ => Some(parameter_sets(entries[run.entry as usize - 1]).ok_or(bad)?),
+        };
+        // The run's sets go into `inline` once; its keyframes all point at them.
+        let sets_at = p.inline.len() as u64;
+        if let Some(sets) = &sets {
+            p.inline.extend_from_slice(sets);
+        }
         for s in &sources[run.source].table.samples[run.samples.clone()] {
+            if let (Some(sets), true) = (&sets, s.is_sync) {
+                let out = &mut samples[out_index];
+                let grow = u32::try_from(sets.len()).ok();
+                out.size = grow.and_then(|g| out.size.checked_add(g)).ok_or(PlanError::BadSampleEntry { index: run.source })?;
+                p.pieces.push(Piece { source: INLINE, offset: sets_at, len: sets.len() as u64 });
+                p.len += sets.len() as u64;
+            }
+            out_index += 1;
             let len = u64::from(s.size);
             p.len += len;
             match p.pieces.last_mut() {
@@ -468,7 +513,74 @@ fn layout(sources: &[Input<'_>], runs: &[Run]) -> Payload {
             }
         }
     }
-    p
+    Ok(p)
+}
+
+/// The parameter sets of an `avc1`/`avcC` or `hvc1`/`hvcC` sample entry as the samples
+/// carry NAL units: each prefixed with its length in the configuration's
+/// `lengthSizeMinusOne + 1` bytes (ISO/IEC 14496-15 §5.3.3.1, §8.3.3.1). `None` when the
+/// entry has no such configuration or it is malformed.
+fn parameter_sets(entry: &[u8]) -> Option<Vec<u8>> {
+    // Child boxes follow the 8-byte header and 78 bytes of VisualSampleEntry fields.
+    let mut pos = 86;
+    while pos + 8 <= entry.len() {
+        let size = u32::from_be_bytes(entry[pos..pos + 4].try_into().ok()?) as usize;
+        if size < 8 || pos + size > entry.len() {
+            return None;
+        }
+        let body = &entry[pos + 8..pos + size];
+        match &entry[pos + 4..pos + 8] {
+            b"avcC" => return avcc_sets(body),
+            b"hvcC" => return hvcc_sets(body),
+            _ => pos += size,
+        }
+    }
+    None
+}
+
+fn push_nal(out: &mut Vec<u8>, nal: &[u8], length_size: usize) -> Option<()> {
+    let len = nal.len() as u64;
+    if length_size < 8 && len >> (8 * length_size) != 0 {
+        return None;
+    }
+    out.extend_from_slice(&len.to_be_bytes()[8 - length_size..]);
+    out.extend_from_slice(nal);
+    Some(())
+}
+
+/// AVCDecoderConfigurationRecord: SPS then PPS.
+fn avcc_sets(c: &[u8]) -> Option<Vec<u8>> {
+    let length_size = usize::from(*c.get(4)? & 3) + 1;
+    let mut out = Vec::new();
+    let mut pos = 5;
+    for count_mask in [0x1f, 0xff] {
+        let n = *c.get(pos)? & count_mask;
+        pos += 1;
+        for _ in 0..n {
+            let len = usize::from(u16::from_be_bytes(c.get(pos..pos + 2)?.try_into().ok()?));
+            push_nal(&mut out, c.get(pos + 2..pos + 2 + len)?, length_size)?;
+            pos += 2 + len;
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// HEVCDecoderConfigurationRecord: its arrays (VPS, SPS, PPS, SEI) in order.
+fn hvcc_sets(c: &[u8]) -> Option<Vec<u8>> {
+    let length_size = usize::from(*c.get(21)? & 3) + 1;
+    let arrays = *c.get(22)?;
+    let mut out = Vec::new();
+    let mut pos = 23;
+    for _ in 0..arrays {
+        let n = u16::from_be_bytes(c.get(pos + 1..pos + 3)?.try_into().ok()?);
+        pos += 3;
+        for _ in 0..n {
+            let len = usize::from(u16::from_be_bytes(c.get(pos..pos + 2)?.try_into().ok()?));
+            push_nal(&mut out, c.get(pos + 2..pos + 2 + len)?, length_size)?;
+            pos += 2 + len;
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 fn area((w, h): (u16, u16)) -> u32 {
@@ -765,10 +877,10 @@ mod tests {
     }
 
     fn avc_a() -> Vec<u8> {
-        entry(b"avc1", 320, 240, &[1, 0x42, 0xc0, 0x1e, 0xff, 0xe1, 0, 4, 0x67, 0x42, 0xc0, 0x1e])
+        entry(b"avc1", 320, 240, &[1, 0x42, 0xc0, 0x1e, 0xff, 0xe1, 0, 4, 0x67, 0x42, 0xc0, 0x1e, 1, 0, 2, 0x68, 0xce])
     }
     fn avc_b() -> Vec<u8> {
-        entry(b"avc1", 640, 360, &[1, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0x00, 0x1f])
+        entry(b"avc1", 640, 360, &[1, 0x64, 0x00, 0x1f, 0xff, 0xe1, 0, 4, 0x67, 0x64, 0x00, 0x1f, 1, 0, 2, 0x68, 0xee])
     }
 
     /// A Cradle segment at 25 fps: one fragment per entry of `gops` (frames per GOP).
@@ -887,15 +999,29 @@ mod tests {
     }
 
     /// Every sample of the file holds exactly the bytes of source sample `want[i]`
-    /// (segment, index in its table).
-    fn assert_samples_copied(file: &[u8], t: &Tables, srcs: &[&[u8]], tabs: &[SegmentTable], want: &[(usize, usize)]) {
+    /// (segment, index in its table) — after its segment's parameter sets where the
+    /// sample entry changed. Returns the indices of the samples with in-band sets.
+    fn assert_samples_copied(
+        file: &[u8],
+        t: &Tables,
+        srcs: &[&[u8]],
+        tabs: &[SegmentTable],
+        want: &[(usize, usize)],
+    ) -> Vec<usize> {
         assert_eq!(t.samples.len(), want.len());
+        let mut inband = Vec::new();
         for (i, (&(at, size, _), &(seg, k))) in t.samples.iter().zip(want).enumerate() {
             let s: &TableSample = &tabs[seg].samples[k];
-            assert_eq!(size, s.size, "sample {i}");
             let got = &file[at as usize..(at + u64::from(size)) as usize];
-            assert_eq!(got, &srcs[seg][s.offset as usize..(s.offset + u64::from(s.size)) as usize], "sample {i}");
+            let (sets, rest) = got.split_at((size - s.size) as usize);
+            if !sets.is_empty() {
+                assert_eq!(sets, parameter_sets(&tabs[seg].sample_entry).unwrap(), "sample {i}: in-band parameter sets");
+                assert!(s.is_sync, "sample {i}: parameter sets only before a keyframe");
+                inband.push(i);
+            }
+            assert_eq!(rest, &srcs[seg][s.offset as usize..(s.offset + u64::from(s.size)) as usize], "sample {i}");
         }
+        inband
     }
 
     /// Reassembles bytes `a..b` of the file from `ranges`.
@@ -904,6 +1030,7 @@ mod tests {
         for c in plan.ranges(a, b) {
             match c {
                 Chunk::Header(r) => out.extend_from_slice(&plan.header[r]),
+                Chunk::Inline(r) => out.extend_from_slice(&plan.inline[r]),
                 Chunk::Source { source, offset, len } => {
                     out.extend_from_slice(&sources[source][offset as usize..(offset + len) as usize])
                 }
@@ -939,7 +1066,8 @@ mod tests {
         assert_eq!((plan.width, plan.height, plan.sample_entries), (640, 360, 2));
         assert_eq!(plan.codecs, ["avc1.42c01e", "avc1.64001f"]);
         assert_eq!(plan.clamped_joins, 0);
-        assert_eq!(plan.pieces.len(), 1 + 2 + 2 + 2, "one piece per fragment used");
+        assert_eq!(plan.pieces.len(), 1 + 2 + 2 + 2 + 7, "one piece per fragment used, and the sets before each keyframe");
+        assert_eq!(plan.pieces.iter().filter(|p| p.source == INLINE).count(), 7);
 
         let file = file_of(&plan, &srcs);
         let t = tables(&file);
@@ -957,7 +1085,8 @@ mod tests {
             .chain((0..50).map(|k| (2, k)))
             .chain((0..28).map(|k| (3, k)))
             .collect();
-        assert_samples_copied(&file, &t, &srcs, &tabs, &want);
+        // Two entries: every keyframe carries its entry's SPS and PPS in-band.
+        assert_eq!(assert_samples_copied(&file, &t, &srcs, &tabs, &want), [0, 25, 50, 75, 100, 125, 150]);
 
         // The box layout: ftyp, moov, then one mdat holding exactly the samples.
         assert_eq!(&file[4..8], b"ftyp");
@@ -1261,7 +1390,9 @@ mod tests {
             .chain((0..75).map(|k| (3, k)))
             .chain((0..38).map(|k| (4, k)))
             .collect();
-        assert_samples_copied(&file, &tables(&file), &srcs, &tabs, &want);
+        // A resolution change: in-band parameter sets before every keyframe.
+        let t = tables(&file);
+        assert_eq!(assert_samples_copied(&file, &t, &srcs, &tabs, &want).len(), t.sync.len());
 
         let path = out.to_str().unwrap();
         #[rustfmt::skip]

@@ -23,6 +23,9 @@ WEBRTC_FLAGS = ["--autoplay-policy=no-user-gesture-required",
                 "--disable-features=WebRtcHideLocalIpsWithMdns"]
 
 
+NAVIGATED = object()
+
+
 class Page:
     """One tab. `fail(msg)` is the script's way to stop with a message (it must not return)."""
 
@@ -31,18 +34,29 @@ class Page:
         # An expression telling where the page is, printed when a wait times out.
         self.describe = "location.href + ' message: ' + ((document.getElementById('msg') || {}).textContent || '')"
 
-    def cmd(self, method, **params):
+    def cmd(self, method, _retry_navigated=False, **params):
         self.n += 1
         self.ws.send(json.dumps({"id": self.n, "method": method, "params": params}))
         while True:
             r = json.loads(self.ws.recv())
             if r.get("id") == self.n:
                 if "error" in r:
+                    if _retry_navigated and "navigated or closed" in str(r["error"].get("message", "")):
+                        return NAVIGATED
                     self.fail(f"{method}: {r['error']}")
                 return r.get("result", {})
 
     def js(self, expr):
-        r = self.cmd("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True)
+        # A navigation (the sign-in page sending the browser on) destroys the context an
+        # evaluation runs in; Chromium then answers "Inspected target navigated or
+        # closed". Evaluate again in the new page, a few times.
+        for _ in range(10):
+            r = self.cmd("Runtime.evaluate", expression=expr, returnByValue=True, awaitPromise=True, _retry_navigated=True)
+            if r is not NAVIGATED:
+                break
+            time.sleep(0.2)
+        else:
+            self.fail(f"script {expr[:80]!r}: the page kept navigating")
         if "exceptionDetails" in r:
             self.fail(f"script {expr[:80]!r}: {r['exceptionDetails']}")
         return r["result"].get("value")

@@ -5,11 +5,14 @@ the request, pick the camera, wait for the day timeline, tap a recorded span, an
 the video decode frames that move, with the frame's wall-clock time inside the approved
 range.
 
-    evidence_page.py BASE_URL USERNAME PASSWORD REQUEST_ID CAMERA_ID SCREENSHOT.png
+    evidence_page.py BASE_URL USERNAME PASSWORD REQUEST_ID CAMERA_ID SCREENSHOT.png [--seeks N]
 
 Prints one JSON object on stdout:
   {"event": "played", "video_width": n, "spans": n, "gaps": n, "wall_time": RFC 3339 UTC,
    "wall_text": what the page shows, "day": local day shown, "clicked": RFC 3339 UTC, "window": {...}}
+With --seeks N it then seeks N times inside the loaded file (spread over it, far apart
+so most need bytes the browser has not fetched yet) and adds "seek_ms": the time from
+setting currentTime to the first frame presented at the new position, per seek.
 Exit 0 when every check holds; otherwise a message on stderr and exit 1. Uses Debian's
 chromium and python3-websocket only.
 """
@@ -78,10 +81,59 @@ def utc(m):
     return datetime.fromtimestamp(m / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+# Seeks to `pos` seconds and resolves with the milliseconds until the frame at the new
+# position is presented (requestVideoFrameCallback after `seeked`): the picture a user
+# sees when they let go of the scrubber.
+SEEK = """
+((pos) => new Promise((resolve, reject) => {
+  const v = document.getElementById('video');
+  // Paused, so the end of the file (which makes the page load the next window) is
+  // never reached between seeks.
+  v.pause();
+  const t0 = performance.now();
+  const out = {pos, seeked_ms: null, frame_ms: null, media_time: null};
+  const timer = setTimeout(() => resolve(out), 10000);
+  v.requestVideoFrameCallback((now, meta) => {
+    out.frame_ms = performance.now() - t0;
+    out.media_time = meta.mediaTime;
+    if (out.seeked_ms !== null) { clearTimeout(timer); resolve(out); }
+  });
+  v.addEventListener('seeked', () => {
+    out.seeked_ms = performance.now() - t0;
+    if (out.frame_ms !== null) { clearTimeout(timer); resolve(out); }
+  }, {once: true});
+  v.currentTime = pos;
+}))
+"""
+
+
+def measure_seek(page, i, n):
+    """The i-th of n seeks: alternately near the end and near the start of what is left,
+    so consecutive seeks are far apart."""
+    duration = page.js("document.getElementById('video').duration")
+    if not duration or duration != duration or duration < 2:
+        fail(f"cannot seek in a video of duration {duration}")
+    frac = (i // 2) / max(1, n) * 0.45
+    pos = duration * (0.95 - frac if i % 2 == 0 else 0.05 + frac)
+    r = page.js(f"{SEEK}({pos:.3f})")
+    if r["seeked_ms"] is None or r["frame_ms"] is None:
+        fail(f"seeking to {pos:.1f} s of {duration:.1f}: no {'seeked event' if r['seeked_ms'] is None else 'frame'} "
+             f"within 10 s ({r}); page: {page.js(STATE)}")
+    if abs(r["media_time"] - pos) > 2.5:
+        fail(f"seeking to {pos:.1f} s showed the frame at {r['media_time']:.1f} s")
+    return round(max(r["seeked_ms"], r["frame_ms"]), 1)
+
+
 def main():
-    if len(sys.argv) != 7:
-        fail("usage: evidence_page.py BASE_URL USERNAME PASSWORD REQUEST_ID CAMERA_ID SCREENSHOT.png")
-    base, username, password, request_id, camera, shot = sys.argv[1:7]
+    args = sys.argv[1:]
+    seeks = 0
+    if "--seeks" in args:
+        i = args.index("--seeks")
+        seeks = int(args[i + 1])
+        del args[i:i + 2]
+    if len(args) != 6:
+        fail("usage: evidence_page.py BASE_URL USERNAME PASSWORD REQUEST_ID CAMERA_ID SCREENSHOT.png [--seeks N]")
+    base, username, password, request_id, camera, shot = args
     row = f"document.querySelector('#requests tr[data-request-id=\"{request_id}\"]')"
 
     with Browser(fail, WEBRTC_FLAGS) as page:
@@ -170,8 +222,10 @@ def main():
         if info["page"] > PHONE_WIDTH:
             fail(f"the page is {info['page']}px wide on a {PHONE_WIDTH}px phone")
 
+        seek_ms = [measure_seek(page, i, seeks) for i in range(seeks)]
+
         page.screenshot(shot)
-        print(json.dumps({"event": "played", "video_width": info["width"], "spans": spans, "gaps": gaps,
+        print(json.dumps({"event": "played", "seek_ms": seek_ms, "video_width": info["width"], "spans": spans, "gaps": gaps,
                           "wall_time": ev["wallTime"], "wall_text": info["text"], "day": ev["day"],
                           "clicked": utc(target["clicked"]), "window": ev["window"]}), flush=True)
 
