@@ -110,24 +110,7 @@ let msgFn = null, msgTimer = 0;
 const ev = (window.cradleEvidence = { state: "idle", request: null, camera: null, day: null,
   spans: 0, gaps: 0, window: null, wallTime: null });
 
-const el = (tag, attrs = {}, text = "") => {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) if (v !== undefined && v !== null) e.setAttribute(k, v);
-  if (text !== "") e.textContent = text;
-  return e;
-};
-
-function pickLang() {
-  const saved = localStorage.getItem("cradle.lang");
-  if (saved === "zh" || saved === "en") return saved;
-  return (navigator.language || "").toLowerCase().startsWith("zh") ? "zh" : "en";
-}
-
-const pick = (pair) => pair[lang === "zh" ? 0 : 1];
-const t = (key, ...args) => {
-  const v = pick(T[key]);
-  return typeof v === "function" ? v(...args) : v;
-};
+const { pick, t } = translator(T, () => lang);
 
 // ---- time ----
 

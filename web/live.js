@@ -63,24 +63,7 @@ let msgFn = null; // the message in #msg, re-rendered on a language change
 // What the browser tests read.
 const live = (window.cradleLive = { pc: null, location: null, camera: null, state: "idle" });
 
-const el = (tag, attrs = {}, text = "") => {
-  const e = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
-  if (text !== "") e.textContent = text;
-  return e;
-};
-
-function pickLang() {
-  const saved = localStorage.getItem("cradle.lang");
-  if (saved === "zh" || saved === "en") return saved;
-  return (navigator.language || "").toLowerCase().startsWith("zh") ? "zh" : "en";
-}
-
-const pick = (pair) => pair[lang === "zh" ? 0 : 1];
-const t = (key, ...args) => {
-  const v = pick(T[key]);
-  return typeof v === "function" ? v(...args) : v;
-};
+const { pick, t } = translator(T, () => lang);
 
 // A time in the centre's zone: just the HH:MM of the RFC 3339 text, whose offset is the
 // centre's; with the weekday when it is not today.

@@ -91,6 +91,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/app.js", get(app_js))
+        .route("/common.js", get(common_js))
         .route("/login", get(login_page))
         .route("/admin", get(admin_page))
         .route("/admin.js", get(admin_js))
@@ -152,6 +153,10 @@ async fn admin_page() -> Html<&'static str> {
 
 async fn admin_js() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../../web/admin.js"))
+}
+
+async fn common_js() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../../web/common.js"))
 }
 
 async fn app_js() -> impl IntoResponse {
