@@ -398,3 +398,63 @@ async fn police_get_exactly_the_approved_footage_as_an_export_anyone_can_verify(
     assert!(by("evidence_closed", "director2"));
     assert!(by("legal_hold_released", "director2"));
 }
+
+/// Evidence is made only from footage proven unaltered: a segment changed in storage
+/// behind the server's back fails the export, naming the segment, and leaves no file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_refuses_a_segment_altered_in_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let cam_port = free_port();
+    let _camera = gst_camera(cam_port, "cam", "cam-secret", &["--width", "320", "--height", "240", "--gop-frames", "25"]).await;
+    let mut spec = ServerSpec::new(Backend::Sqlite, dir.path()).await;
+    spec.segment_seconds = 2;
+    spec.cameras.push(CameraSpec::new("door", &format!("rtsp://127.0.0.1:{cam_port}/cam")).creds("cam", "cam-secret"));
+    for (user, role) in [("police1", "investigator"), ("director2", "admin")] {
+        assert!(spec.add_user(user, role, PASSWORD).status.success());
+    }
+    let server = spec.start().await;
+    let api = Api { server: &server };
+    let police = server.login("police1", PASSWORD).await;
+    let director2 = server.login("director2", PASSWORD).await;
+    server.wait_recording("door", Duration::from_secs(30)).await;
+    let began = cradle::time::now_us();
+    wait_until("three stored segments", Duration::from_secs(40), || async {
+        segments(&server, "door", began - 10_000_000).await.iter().filter(|s| s["state"] == "stored").count() >= 3
+    })
+    .await;
+    let segs: Vec<Value> =
+        segments(&server, "door", began - 10_000_000).await.into_iter().filter(|s| s["state"] == "stored").collect();
+    let (start, end) = (us(&segs[0]["start"]), us(&segs[2]["end"]));
+
+    // One byte of the middle segment's video changes in the footage folder.
+    let key = segs[1]["key"].as_str().unwrap();
+    let path = dir.path().join("footage").join(key);
+    let mut data = std::fs::read(&path).unwrap();
+    let at = data.len() - 100;
+    data[at] ^= 0x40;
+    std::fs::write(&path, &data).unwrap();
+
+    let req = api.file_request(&police, "door", start, end, "2026-JD-0099").await;
+    let rid = req["id"].as_i64().unwrap();
+    api.ok(Method::POST, &format!("/api/v1/evidence/requests/{rid}/approve"), &director2, Some(json!({}))).await;
+    let (s, e) = api.call(Method::POST, &format!("/api/v1/evidence/requests/{rid}/exports"), &police, Some(json!({}))).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{e}");
+    let eid = e["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let export = loop {
+        let e = api.ok(Method::GET, &format!("/api/v1/evidence/exports/{eid}"), &police, None).await;
+        if e["state"] != "pending" || std::time::Instant::now() > deadline {
+            break e;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(export["state"], "failed", "{export}");
+    let error = export["error"].as_str().unwrap();
+    assert!(error.contains(key) && error.contains("altered"), "{error}");
+    let (s, _) = api.call(Method::GET, &format!("/api/v1/evidence/exports/{eid}/file"), &police, None).await;
+    assert_eq!(s, StatusCode::CONFLICT, "no file for a failed export");
+    assert!(!dir.path().join("data/exports").join(eid).exists(), "partial files removed");
+    // The footage itself is still held for the case (the hold came first).
+    let holds = api.ok(Method::GET, "/api/v1/holds?active=true", &server.token, None).await;
+    assert!(holds["holds"].as_array().unwrap().iter().any(|h| h["case_ref"] == "2026-JD-0099"), "{holds}");
+}
