@@ -2,14 +2,15 @@
 # Export benchmark: how fast Cradle exports an hour of 4 Mbit/s footage from Garage as one
 # evidence MP4, against what a user would do instead (download the same segment objects
 # from the same bucket with boto3 and join them with `ffmpeg -f concat -c copy`), in the
-# same run, alternately. See bench/README.md.
+# same run, alternately. Then playback: the same hour in a local folder, played and sought
+# in headless Chromium on the evidence page (tests/web/evidence_page.py). See bench/README.md.
 #
 #   bench/export.sh [--repeats R] [--copies N] [--no-build]
 #   bench/export.sh --report-only   # rewrite the results from the last run (no measuring)
 #
 # Defaults: --repeats 3 --copies 60 (60 one-minute segments: an hour). About 3 minutes (one of them recording a segment).
-# Needs what scripts/install-test-deps.sh installs: Garage 2.x, ffmpeg/ffprobe, curl and
-# the test venv with boto3 (scripts/moto.sh python). Disk: ~6 GB free for N = 60.
+# Needs what scripts/install-test-deps.sh installs: Garage 2.x, ffmpeg/ffprobe, curl, the
+# test venv with boto3 (scripts/moto.sh python), chromium and python3-websocket. Disk: ~6 GB free for N = 60.
 # Results: bench/results/export.md; raw JSON lines and logs in bench/work/export/.
 # Environment: CRADLE_BIN=/path/to/cradle benchmarks another binary (with --no-build).
 set -euo pipefail
@@ -25,7 +26,7 @@ INVESTIGATOR=bench-investigator
 ADMIN=bench-admin
 APPROVER=bench-approver
 
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 die() { echo "export.sh: error: $*" >&2; exit 1; }
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -57,7 +58,7 @@ render() {
     source "$WORK/context.sh"
     local RUNS="$WORK/runs.jsonl"
 "$PY" - "$RUNS" >"$RESULTS/export.md" <<'EOF'
-import json, os, statistics, sys, time
+import json, math, os, statistics, sys, time
 
 E = os.environ
 runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
@@ -65,6 +66,7 @@ seg, seed = json.loads(E["SEGMENT"]), json.loads(E["SEED"])
 cr = [r for r in runs if r["side"] == "cradle"]
 bl = [r for r in runs if r["side"] == "baseline"]
 fe = [r for r in runs if r["side"] == "fetch"]
+pb = next((r for r in runs if r["side"] == "playback"), None)
 footage_s = seed["copies"] * seed["segment_us"] / 1e6
 src_bytes = seed["total_bytes"]
 med = lambda xs: statistics.median(xs)
@@ -74,7 +76,7 @@ other = lambda r: (r["machine_busy_s"] - r["cpu_s"] - r["garage_cpu_s"] - r.get(
 
 c_s, b_s = ms(cr, "seconds"), ms(bl, "seconds")
 pairs = {}
-for r in runs:
+for r in cr + bl:
     pairs.setdefault(r["repeat"], {})[r["side"]] = r
 both = [p for p in pairs.values() if "cradle" in p and "baseline" in p]
 ratios = [p["baseline"]["seconds"] / p["cradle"]["seconds"] for p in both]
@@ -84,11 +86,12 @@ durs_ok = all(abs(r["probe"]["duration_s"] - footage_s) <= 0.1 for r in cr)
 
 out = []
 w = out.append
-w("# Export benchmark: an hour of 4 Mbit/s footage from Garage")
+w("# Export benchmark: an hour of 4 Mbit/s footage from Garage" + (", and playback from a local folder" if pb else ""))
 w("")
 w(f"Written by `{E['CMDLINE']}` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(os.path.getmtime(sys.argv[1])))}: {E['NCPU']} cores "
   f"({E['CPU_MODEL']}), {E['MEM_GB']} GB RAM, Linux {E['KERNEL']}; {E['CRADLE_VERSION']} at {E['GIT']}, release build; "
-  f"{E['GARAGE_VERSION']} (single node, `scripts/garage.sh`); {E['FFMPEG_VERSION']}; boto3 {E['BOTO3_VERSION']}.")
+  f"{E['GARAGE_VERSION']} (single node, `scripts/garage.sh`); {E['FFMPEG_VERSION']}; boto3 {E['BOTO3_VERSION']}"
+  + (f"; {pb['chromium']} (Debian, headless)." if pb else "."))
 w("")
 w("## Result")
 w("")
@@ -149,12 +152,81 @@ w(f"**Target ≥ 100× real time: {'met' if x_rt >= 100 else 'not met'}** — Cr
   f"{x_rt:.0f}× real time ({c_s:.1f} s; 100× is {footage_s / 100:.1f} s)"
   + ("." if durs_ok else "; **but an export's duration was off by more than 0.1 s** (see the raw data)."))
 w("")
-w("## Every run")
+if pb:
+    b, v, ls = pb["browser"], pb["view"], pb["seed"]
+    sk = b["seek_ms"]
+    n = len(sk)
+    pct = lambda xs, q: sorted(xs)[max(0, math.ceil(q * len(xs)) - 1)] # nearest rank
+    rt = [r["ttfb_ms"] for r in v["ranges"]]
+    over = [x for x in sk if x >= 300]
+    win = b.get("window") or {}
+    from datetime import datetime
+    dt = lambda a: datetime.fromisoformat(a.replace("Z", "+00:00"))
+    view_min = dt(v["window_end"]) - dt(v["window_start"])
+    nseg = round(view_min.total_seconds() * 1e6 / ls["segment_us"])
+    w("## Playback and seeking from local storage")
+    w("")
+    w(f"The same {ls['copies']} copies of the recorded segment ({ls['total_bytes'] / 1e9:.3f} GB) planted into a **local folder** "
+      f"(`[storage] url = \"file://…\"`, its own SQLite) at {ls['start']} – {ls['end']}, served by a second `cradle serve`; "
+      f"evidence request {pb['request_id']} filed by the investigator and approved by a second admin. {pb['chromium']} "
+      f"(headless, 390 px phone viewport), signed in as the investigator on `/evidence`, opened the request, tapped the "
+      f"recorded span on the day timeline ({b['day']}) at {b['clicked']}; the page asked for `view.mp4` for "
+      f"{win.get('start', '?')} – {win.get('end', '?')} (first frame {win.get('first_frame', '?')}), played it, then "
+      f"sought {n} times far apart inside that file ([`tests/web/evidence_page.py`](../../tests/web/evidence_page.py) `--seeks {n}`).")
+    w("")
+    w("| | median | p90 | max | n |")
+    w("|---|---:|---:|---:|---:|")
+    w(f"| **Seek in Chromium**: `currentTime` set → the first frame presented at the new position | **{statistics.median(sk):.0f} ms** | "
+      f"{pct(sk, 0.9):.0f} ms | {max(sk):.0f} ms | {n} |")
+    w(f"| Server: 1 MB `Range` of the {view_min.total_seconds() / 60:.0f}-minute `view.mp4` at offsets from 5 % to 95 %, "
+      f"time to first byte (curl, warm) | {statistics.median(rt):.1f} ms | {pct(rt, 0.9):.1f} ms | {max(rt):.1f} ms | {len(rt)} |")
+    w("")
+    if not over:
+        verdict = f"met** — every one of the {n} seeks showed its frame in under 300 ms (the slowest {max(sk):.0f} ms)."
+    elif pct(sk, 0.9) < 300:
+        verdict = (f"met for 9 in 10 seeks, not for every one** — {len(over)} of {n} took 300 ms or more "
+                   f"({', '.join(f'{x:.0f}' for x in over)} ms).")
+    else:
+        verdict = f"not met** — {len(over)} of {n} seeks took 300 ms or more (median {statistics.median(sk):.0f} ms)."
+    w(f"**Target: seeking starts playing in under 300 ms from local storage: {verdict}")
+    w("")
+    w("Every seek, in order (ms): " + ", ".join(f"{x:.0f}" for x in sk) + ".")
+    w("")
+    c, wm = v["cold"], v["warm"]
+    w(f"**Server side** (curl with the investigator's Bearer token, before the browser, on the first "
+      f"{view_min.total_seconds() / 60:.0f} minutes of the range: a {v['file_bytes'] / 1e6:.0f} MB MP4 built on the fly "
+      f"from ~{nseg} segments). The first MB, **cold: {c['ttfb_ms']:.1f} ms** to the first byte "
+      f"({c['total_ms']:.1f} ms for the MB; the first request since the server started, so it read each segment's "
+      f"`moov`/`moof` boxes for its sample table: {c['server_cpu_s'] * 1000:.0f} CPU-ms of the server, in 10 ms ticks); the same request "
+      f"**warm: {wm['ttfb_ms']:.1f} ms** ({wm['total_ms']:.1f} ms for the MB; tables cached, so the index query and "
+      f"the MP4's header for the window); 1 MB Ranges spread over the file, warm: **median {statistics.median(rt):.1f} ms** "
+      f"to the first byte, {statistics.median(r['total_ms'] for r in v['ranges']):.1f} ms for the MB. "
+      "Every request plans the file again from the cached tables, so a seek's request costs about the warm figure "
+      "before its bytes flow; the rest of a seek is Chromium's: the request, demuxing, and decoding from the keyframe "
+      "before the target up to it (2 s GOP: up to 49 frames of 1080p H.264, in software with `--disable-gpu`). "
+      "A first play costs the page's `HEAD` (it reads `X-Cradle-Start`) and the video element's `GET`, each planning "
+      f"the file: on a cold server about {c['ttfb_ms']:.0f} + {wm['ttfb_ms']:.0f} ms here before Chromium decodes.")
+    w("")
+    w(f"**Method.** Local folder on this machine's disk; the copies had just been written (then `sync`), and the machine "
+      f"has {E['MEM_GB']} GB of RAM, so every read came from the **page cache, warm**: these are CPU and loopback numbers, "
+      "not disk reads (from a cold disk each seek adds reading up to ~1 MB; from S3 a GET's round trip). The page script "
+      "times each seek in the page (`performance.now()`): from setting `video.currentTime` on the paused video to the "
+      "later of `seeked` and the first `requestVideoFrameCallback` at the new position, the picture a user sees on "
+      "letting go of the scrubber. Seeks alternate near the end and near the start of what is left of the file, so most "
+      "need bytes Chromium had not fetched. p90 is the nearest-rank 90th percentile. One browser run "
+      f"({pb['browser_script_seconds']:.0f} s with Chromium's start and the sign-in); playback server log: "
+      f"{pb['server_errors']} ERROR line(s), {pb['server_warnings']} WARN line(s)"
+      + (" (" + "; ".join(f"`{m}`" + {"cradle::ingest": ": its camera is unreachable on purpose",
+                                        "cradle::alarms": ": the storage forecast's alarm, as this disk cannot keep 90 days of a 4 Mbit/s camera"
+                                        }.get(m, "") for m in (x.rstrip(":") for x in pb["server_warnings_from"])) + ")."
+         if pb.get("server_warnings_from") else "."))
+    w("")
+w("## Every export run")
 w("")
 w("| repeat | order | side | time | CPU-s | Garage CPU-s | other (cores) | loadavg before → after | details |")
 w("|---:|---|---|---:|---:|---:|---:|---|---|")
 fmt = lambda v: "?" if v is None else f"{v:.1f}"
-for r in runs:
+for r in [x for x in runs if x["side"] in ("cradle", "baseline", "fetch")]: # in run order
     if r["side"] == "cradle":
         d = (f"fetch + check + stage {fmt(r.get('mux_start_s'))} s, then MP4 + fsync + manifest "
              f"{fmt(None if r.get('mux_start_s') is None else r['seconds'] - r['mux_start_s'])} s "
@@ -238,7 +310,8 @@ w("- **Writes.** Both sides write the hour twice: Cradle the checked sources bes
 w("- **One export at a time.** The server runs exports one after another (a semaphore), so this is also the rate at "
   "which a queue of exports drains.")
 w("")
-w(f"<details><summary>Raw data: the recorded segment, the seed, and one JSON object per run (also in "
+w(f"<details><summary>Raw data: the recorded segment, the seed, and one JSON object per run"
+  + (" and one for the playback phase" if pb else "") + " (also in "
   "<code>bench/work/export/runs.jsonl</code>)</summary>")
 w("")
 w("```json")
@@ -262,6 +335,13 @@ for side in ("cradle", "baseline"):
     s = statistics.median(r["seconds"] for r in rs)
     c = statistics.median(r["cpu_s"] for r in rs)
     print(f"{side:9s} median {s:6.1f} s  {hour / s:5.0f}x real time  {seed['total_bytes'] / s / 1e6:5.0f} MB/s  {c:6.1f} CPU-s")
+pb = next((r for r in runs if r["side"] == "playback"), None)
+if pb:
+    sk = sorted(pb["browser"]["seek_ms"])
+    v = pb["view"]
+    print(f"playback  seeks (n={len(sk)}) median {statistics.median(sk):.0f} ms, p90 {sk[max(0, -(-9 * len(sk) // 10) - 1)]:.0f} ms, "
+          f"max {sk[-1]:.0f} ms; view.mp4 first byte cold {v['cold']['ttfb_ms']:.1f} ms, warm {v['warm']['ttfb_ms']:.1f} ms, "
+          f"1 MB Ranges median {statistics.median(r['ttfb_ms'] for r in v['ranges']):.1f} ms")
 EOF
 }
 
@@ -274,9 +354,10 @@ fi
 # ------------------------------------------------------------------ prerequisites
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH" # where `cargo install garage` puts it
 [[ -x "$PY" ]] || die "$PY is needed"
-for bin in ffmpeg ffprobe curl garage; do
+for bin in ffmpeg ffprobe curl garage chromium; do
     command -v "$bin" >/dev/null || die "$bin is not installed (scripts/install-test-deps.sh)"
 done
+"$PY" -c 'import websocket' 2>/dev/null || die "$PY cannot import websocket (python3-websocket; tests/web/cdp.py drives chromium with it)"
 VENV_PY=$(bash "$ROOT/scripts/moto.sh" python 2>/dev/null) || die "no test venv (scripts/install-test-deps.sh makes it)"
 "$VENV_PY" -c 'import boto3' 2>/dev/null || die "boto3 is not in the test venv $VENV_PY (scripts/install-test-deps.sh installs moto[server], which brings it)"
 
@@ -313,7 +394,7 @@ cleanup() {
     for p in "${PIDS[@]+"${PIDS[@]}"}"; do stop_pid "$p"; done
     if ((GARAGE_STARTED)); then bash "$ROOT/scripts/garage.sh" stop "$GARAGE_DIR" 2>/dev/null || true; fi
     # The footage and the outputs are gigabytes; the logs and the raw lines stay.
-    rm -rf "$WORK/garage/data" "$WORK/garage/meta" "$WORK/rec" "$WORK/bench/data" "$WORK/baseline"
+    rm -rf "$WORK/garage/data" "$WORK/garage/meta" "$WORK/rec" "$WORK/bench/data" "$WORK/baseline" "$WORK/local/data" "$WORK/local/footage"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -353,7 +434,7 @@ wait_http() { # wait_http URL PID LOG: until URL answers 200
 }
 
 rm -rf "$WORK"
-mkdir -p "$WORK/logs" "$WORK/rec" "$WORK/bench" "$WORK/baseline" "$RESULTS"
+mkdir -p "$WORK/logs" "$WORK/rec" "$WORK/bench" "$WORK/baseline" "$WORK/local" "$RESULTS"
 RUNS="$WORK/runs.jsonl"
 : >"$RUNS"
 UTIL="$WORK/export_util.py"
@@ -572,6 +653,43 @@ def cmd_fetch(endpoint, bucket, region, key_id, secret, prefix, garage_pid):
                       "machine_busy_s": b1 - b0, "loadavg_before": la0, "loadavg_after": loadavg(),
                       "bytes": sum(int(x) for x in r.stdout.split())}))
 
+def cmd_view(base, user, password, camera, start, minutes, server_pid, ranges):
+    """Server side of playback: GET view.mp4 for a window of `minutes` from `start` with curl
+    (the investigator's Bearer token): the first MB cold (the first request since the server
+    started: it reads every segment's boxes for the sample tables), the same warm (tables
+    cached), then 1 MB Ranges spread over the file, warm. Times are curl's, in ms."""
+    from datetime import datetime, timedelta
+    token = login(base, user, password)
+    t0 = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    fmt = lambda d: d.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    end = fmt(t0 + timedelta(minutes=float(minutes)))
+    url = f"{base}/api/v1/cameras/{camera}/view.mp4?start={start}&end={end}"
+    spid = int(server_pid)
+    def get(a, b):
+        cfg = (f'url = "{url}"\noutput = "/dev/null"\nheader = "Authorization: Bearer {token}"\n'
+               f'header = "Range: bytes={a}-{b}"\n')
+        r = subprocess.run(["curl", "-sS", "-K", "-", "-w",
+                            "%{http_code} %{time_starttransfer} %{time_total} %{size_download} %header{content-range}"],
+                           input=cfg, capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"curl {url} bytes={a}-{b}: {r.stderr.strip()}")
+        code, ttfb, total, size, cr = (r.stdout.split(" ", 4) + [""])[:5]
+        if code != "206":
+            sys.exit(f"GET {url} bytes={a}-{b} -> HTTP {code}")
+        return {"from": a, "to": b, "status": int(code), "ttfb_ms": float(ttfb) * 1000, "total_ms": float(total) * 1000,
+                "bytes": int(size), "content_range": cr.strip()}
+    MB = 1 << 20
+    c0 = cpu(spid)
+    cold = get(0, MB - 1)
+    cold["server_cpu_s"] = cpu(spid) - c0
+    warm = get(0, MB - 1)
+    length = int(cold["content_range"].rsplit("/", 1)[1])
+    n = int(ranges)
+    offs = [int(length * (0.05 + 0.9 * i / max(1, n - 1))) for i in range(n)]
+    mids = [get(o, min(o + MB, length) - 1) for o in offs]
+    print(json.dumps({"url": url.replace(base, ""), "window_start": start, "window_end": end, "file_bytes": length,
+                      "cold": cold, "warm": warm, "ranges": mids}))
+
 def cmd_brief(line):
     """One run's line, for the progress log."""
     r = json.loads(line)
@@ -586,7 +704,7 @@ def cmd_brief(line):
               f"an fsync would add {r['fsync_after_seconds']:.1f} s")
 
 if __name__ == "__main__":
-    {"brief": cmd_brief, "fetch": cmd_fetch, "segment": cmd_segment, "request": cmd_request, "cradle": cmd_cradle, "baseline": cmd_baseline}[sys.argv[1]](*sys.argv[2:])
+    {"brief": cmd_brief, "fetch": cmd_fetch, "view": cmd_view, "segment": cmd_segment, "request": cmd_request, "cradle": cmd_cradle, "baseline": cmd_baseline}[sys.argv[1]](*sys.argv[2:])
 EOF
 
 # ------------------------------------------------------------------ disk
@@ -688,7 +806,7 @@ log "planting $COPIES copies of $SEG_KEY at $T0 + i × its duration (bench/expor
 SEED=$("$SEED_BIN" --from "$REC_CONFIG" --key "$SEG_KEY" --to "$BENCH_CONFIG" --camera "$CAMERA" \
     --start "$T0" --copies "$COPIES" 2>"$WORK/logs/seed.log") || die "export_seed failed: $(tail -5 "$WORK/logs/seed.log")"
 log "seed: $SEED"
-rm -rf "$WORK/rec/footage" "$WORK/rec/data/spool"
+rm -rf "$WORK/rec/data/spool" # the recorded segment stays: the playback phase plants it again
 read -r RANGE_START RANGE_END <<<"$("$PY" -c 'import json, sys; s = json.loads(sys.argv[1]); print(s["start"], s["end"])' "$SEED")"
 GARAGE_DATA_MB=$(du -sm "$GARAGE_DIR/data" | cut -f1)
 
@@ -773,6 +891,98 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
 done
 SERVER_ERRORS=$(grep -c ' ERROR ' "$WORK/logs/server.log" || true)
 EXPORT_WARNINGS=$({ grep ' WARN ' "$WORK/logs/server.log" || true; } | grep -c -i 'export' || true)
+
+# ------------------------------------------------------------------ 6: playback from a local folder
+# The export server and Garage are done: stop them, so the browser has the machine.
+stop_pid "$SERVER_PID"; forget "$SERVER_PID"
+bash "$ROOT/scripts/garage.sh" stop "$GARAGE_DIR" 2>/dev/null || true
+GARAGE_STARTED=0
+LOCAL_PORT=$(free_port)
+LOCAL_DATA="$WORK/local/data"
+LOCAL_CONFIG="$WORK/local/cradle.toml"
+cat >"$LOCAL_CONFIG" <<EOF
+# Written by bench/export.sh: the server whose playback is measured, on a local folder.
+# Its camera is not reachable; the footage is already in storage.
+[server]
+listen = "127.0.0.1:$LOCAL_PORT"
+data_dir = "$LOCAL_DATA"
+
+[database]
+url = "sqlite://$LOCAL_DATA/cradle.db"
+
+[storage]
+url = "file://$WORK/local/footage"
+
+[recording]
+segment_seconds = 60
+
+[[cameras]]
+id = "$CAMERA"
+url = "rtsp://127.0.0.1:9/none"
+EOF
+# The export's range, unless it crosses local midnight (the evidence page shows one local
+# day at a time, as Chromium's time zone has it): then the same length ending at midnight.
+T0_LOCAL=$("$PY" - "$RANGE_START" "$COPIES" "$SEED" <<'EOF'
+import json, sys, time
+from datetime import datetime
+t = datetime.fromisoformat(sys.argv[1].replace("Z", "+00:00")).timestamp()
+span = int(sys.argv[2]) * json.loads(sys.argv[3])["segment_us"] / 1e6
+day = lambda x: time.localtime(x)[:3]
+if day(t) != day(t + span - 1):
+    e = time.localtime(t + span - 1)
+    t = time.mktime((e.tm_year, e.tm_mon, e.tm_mday, 0, 0, 0, 0, 0, -1)) - span
+print(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)))
+EOF
+)
+log "playback: planting $COPIES copies at $T0_LOCAL into a local folder ($WORK/local/footage)"
+LOCAL_SEED=$("$SEED_BIN" --from "$REC_CONFIG" --key "$SEG_KEY" --to "$LOCAL_CONFIG" --camera "$CAMERA" \
+    --start "$T0_LOCAL" --copies "$COPIES" 2>"$WORK/logs/seed-local.log") || die "export_seed (local) failed: $(tail -5 "$WORK/logs/seed-local.log")"
+log "local seed: $LOCAL_SEED"
+rm -rf "$WORK/rec/footage"
+read -r LOCAL_START LOCAL_END <<<"$("$PY" -c 'import json, sys; s = json.loads(sys.argv[1]); print(s["start"], s["end"])' "$LOCAL_SEED")"
+sync -f "$WORK" # the copies' writeback is done before anything is timed; they stay in the page cache
+add_user "$LOCAL_CONFIG" "$INVESTIGATOR" investigator
+add_user "$LOCAL_CONFIG" "$APPROVER" admin
+NO_COLOR=1 "$CRADLE_BIN" serve --config "$LOCAL_CONFIG" >"$WORK/logs/playback-server.log" 2>&1 &
+LOCAL_PID=$!
+PIDS+=("$LOCAL_PID")
+LBASE="http://127.0.0.1:$LOCAL_PORT"
+wait_http "$LBASE/healthz" "$LOCAL_PID" "$WORK/logs/playback-server.log"
+LREQ=$("$PY" "$UTIL" request "$LBASE" "$INVESTIGATOR" "$APPROVER" "$PASSWORD" "$CAMERA" "$LOCAL_START" "$LOCAL_END") \
+    || die "filing or approving the playback request failed (see $WORK/logs/playback-server.log)"
+LREQUEST_ID=$("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["request_id"])' "$LREQ")
+log "playback request $LREQUEST_ID: $LOCAL_START – $LOCAL_END, approved by $APPROVER"
+# Server side first, while the server has read nothing: view.mp4 for the first half hour
+# (cold, then warm), then 1 MB Ranges spread over it.
+VIEW_MIN=$("$PY" -c 'import sys; print(min(30, int(sys.argv[1])))' "$COPIES")
+VIEW=$("$PY" "$UTIL" view "$LBASE" "$INVESTIGATOR" "$PASSWORD" "$CAMERA" "$LOCAL_START" "$VIEW_MIN" "$LOCAL_PID" 10) \
+    || die "view.mp4 with curl failed: $VIEW (see $WORK/logs/playback-server.log)"
+log "view.mp4 ($VIEW_MIN min): $("$PY" -c 'import json, statistics, sys; v = json.loads(sys.argv[1]); print("cold first byte %.1f ms, warm %.1f ms, 1 MB Ranges over the file: median %.1f ms" % (v["cold"]["ttfb_ms"], v["warm"]["ttfb_ms"], statistics.median(r["ttfb_ms"] for r in v["ranges"])))' "$VIEW")"
+CHROMIUM_VERSION=$(chromium --version 2>/dev/null | sed 's/ built on.*//' | head -1)
+log "playback: $CHROMIUM_VERSION on /evidence (tests/web/evidence_page.py --seeks 20)"
+B0=$(date +%s.%N)
+BROWSER=$("$PY" "$ROOT/tests/web/evidence_page.py" "$LBASE" "$INVESTIGATOR" "$PASSWORD" "$LREQUEST_ID" "$CAMERA" \
+    "$WORK/logs/playback.png" --seeks 20 2>"$WORK/logs/browser.log") || {
+    log "tests/web/evidence_page.py failed; its stderr:"
+    cat "$WORK/logs/browser.log" >&2
+    die "the browser playback failed (stdout: ${BROWSER:-nothing})"
+}
+B1=$(date +%s.%N)
+PLAYBACK_ERRORS=$(grep -c ' ERROR ' "$WORK/logs/playback-server.log" || true)
+PLAYBACK_WARNINGS=$(grep -c ' WARN ' "$WORK/logs/playback-server.log" || true)
+# Which modules warned (the unreachable camera, the storage forecast, ...).
+WARN_FROM=$({ grep -o ' WARN [a-z_:]*' "$WORK/logs/playback-server.log" || true; } | awk '{ sub(/:$/, "", $2); print $2 }' | sort -u | paste -sd, -)
+"$PY" - "$LOCAL_SEED" "$LREQUEST_ID" "$VIEW" "$(tail -1 <<<"$BROWSER")" "$CHROMIUM_VERSION" "$B0" "$B1" \
+    "$PLAYBACK_ERRORS" "$PLAYBACK_WARNINGS" "$WARN_FROM" >>"$RUNS" <<'EOF'
+import json, sys
+seed, req, view, browser, chromium, b0, b1, errs, warns, warn_from = sys.argv[1:]
+print(json.dumps({"side": "playback", "seed": json.loads(seed), "request_id": int(req), "view": json.loads(view),
+                  "browser": json.loads(browser), "chromium": chromium, "browser_script_seconds": float(b1) - float(b0),
+                  "server_errors": int(errs), "server_warnings": int(warns),
+                  "server_warnings_from": [m for m in warn_from.split(",") if m]}))
+EOF
+log "  seeks (ms): $("$PY" -c 'import json, sys; print(json.loads(sys.argv[1])["browser"]["seek_ms"])' "$(tail -1 "$RUNS")")"
+stop_pid "$LOCAL_PID"; forget "$LOCAL_PID"
 
 # ------------------------------------------------------------------ 6: the report
 GIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo "?")

@@ -7,7 +7,7 @@
 //!
 //! `--from` is the recording server's config: the segment's bytes come from its storage
 //! and its row from its index, and the bytes must match the row's SHA-256 and size.
-//! `--to` is the benchmark server's config (S3 storage, its own SQLite): copy i is put
+//! `--to` is the benchmark server's config (Garage or a local folder, its own SQLite): copy i is put
 //! at `segment_key(camera, start + i × duration)` with an index row that is the
 //! original's but for camera, times and key (state `stored`, same SHA-256, bytes,
 //! frames, codec, duration).
