@@ -3,9 +3,16 @@
 # skipping whatever is already present, so it is cheap to run on every CI
 # run and on developer machines.
 #
-#   scripts/install-test-deps.sh
+#   scripts/install-test-deps.sh               everything the tests need
+#   scripts/install-test-deps.sh --build-only  only what `cargo build` needs
+#                                              (scripts/demo.sh, the run command)
 #
-# - Debian packages: ffmpeg (ffprobe is the tests' independent decoder),
+# - Debian packages to build Cradle: FFmpeg 5.1's development files
+#   (libavcodec/libavformat/libavutil/libswscale; the ffmpeg-next crate decodes
+#   keyframes into snapshots, src/snapshot/decode.rs), clang + libclang-dev (its
+#   bindgen reads the FFmpeg headers), pkg-config, and a C toolchain (the
+#   linker; ring, aws-lc and the bundled SQLite compile C).
+# - Debian packages to test it: ffmpeg (ffprobe is the tests' independent decoder),
 #   GStreamer + its RTSP server with Python bindings (tests/support/
 #   gst_camera.py, the fake camera), PostgreSQL 15 server binaries
 #   (scripts/postgres.sh), curl (scripts/garage.sh's S3 probe), chromium and
@@ -22,8 +29,18 @@
 # Needs root (or sudo) only when Debian packages are missing.
 set -euo pipefail
 
-# Kept in sync with what the scripts and tests use; see the header.
-readonly APT_PACKAGES=(
+# Kept in sync with what the build, the scripts and the tests use; see the header.
+readonly BUILD_PACKAGES=(
+    build-essential
+    pkg-config
+    clang
+    libclang-dev
+    libavcodec-dev
+    libavformat-dev
+    libavutil-dev
+    libswscale-dev
+)
+readonly TEST_PACKAGES=(
     ffmpeg
     curl
     ca-certificates
@@ -41,9 +58,8 @@ readonly APT_PACKAGES=(
     python3-websocket           # the DevTools protocol client for those tests
     python3-venv                # scripts/moto.sh's virtualenv (S3 Object Lock tests)
     postgresql                  # server binaries in /usr/lib/postgresql/15/bin
-    # C toolchain for `cargo install garage` (bundled sqlite/lmdb/libsodium).
-    build-essential
-    pkg-config
+    # (`cargo install garage` compiles bundled sqlite/lmdb/libsodium with the
+    # C toolchain of BUILD_PACKAGES.)
 )
 readonly AIORTC_VERSION=1.16.0
 readonly GARAGE_INSTALL=(cargo install garage --locked --no-default-features --features bundled-libs,sqlite,lmdb)
@@ -100,10 +116,11 @@ apt_get() {
     done
 }
 
+# Installs the packages named as arguments that are not installed yet.
 install_apt_packages() {
     command -v dpkg-query >/dev/null || die "this script supports Debian/Ubuntu only (dpkg-query missing)"
     local missing=() pkg
-    for pkg in "${APT_PACKAGES[@]}"; do
+    for pkg in "$@"; do
         is_installed "$pkg" || missing+=("$pkg")
     done
     if ((${#missing[@]} == 0)); then
@@ -160,6 +177,15 @@ install_aiortc() {
     "$python" -c 'import aiortc, av' || die "aiortc $AIORTC_VERSION not importable after install"
 }
 
+# Fail here, with a clear message, rather than in the middle of the build.
+verify_build() {
+    local lib
+    for lib in libavcodec libavformat libavutil libswscale; do
+        pkg-config --exists "$lib" || die "pkg-config cannot find $lib (libavcodec-dev etc. not installed?)"
+    done
+    log "FFmpeg for the build: libavcodec $(pkg-config --modversion libavcodec), libswscale $(pkg-config --modversion libswscale)"
+}
+
 # Fail here, with a clear message, rather than in the middle of a test.
 verify() {
     local el bin
@@ -184,7 +210,17 @@ EOF
 }
 
 main() {
-    install_apt_packages
+    case "${1:-}" in
+        "") ;;
+        --build-only)
+            install_apt_packages "${BUILD_PACKAGES[@]}"
+            verify_build
+            return 0
+            ;;
+        *) die "unknown argument '$1' (usage: $0 [--build-only])" ;;
+    esac
+    install_apt_packages "${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}"
+    verify_build
     install_garage
     bash "$(dirname "${BASH_SOURCE[0]}")/moto.sh" install || die "installing moto (scripts/moto.sh) failed"
     install_aiortc

@@ -28,6 +28,7 @@ pub mod ingest;
 pub mod record;
 pub mod reindex;
 pub mod retention;
+pub mod snapshot;
 pub mod storage;
 pub mod time;
 pub mod watchdog;
