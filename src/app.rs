@@ -256,6 +256,7 @@ impl App {
         aux.spawn(live.clone().guard(shutdown.clone()));
         let state = AppState {
             exporter,
+            snapshots: Arc::default(),
             live: live.clone(),
             alarms: alarms.clone(),
             config: Arc::new(config.clone()),

@@ -745,3 +745,46 @@ async fn live_view_is_refused_with_the_reason_the_rules_give(backend: Backend) {
     let operator = c.login("operator").await;
     through(whep_post(&c.server, CAMERA, Some(&operator), &offer).await);
 }
+
+/// Snapshots (`GET /api/v1/cameras/{id}/snapshot.jpg`) follow the live-view rules: staff
+/// see any camera, a parent only a camera they may watch now; the picture is the camera's
+/// latest keyframe as a JPEG that decodes; every view is audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_are_jpegs_under_the_live_view_rules() {
+    let c = Demo::start(Backend::Sqlite, true, "").await;
+    let get = |token: String, camera: &'static str| {
+        let url = format!("{}/api/v1/cameras/{camera}/snapshot.jpg", c.server.base);
+        async move { reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap() }
+    };
+    let operator = c.login("operator").await;
+    let r = get(operator.clone(), CAMERA).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "image/jpeg");
+    assert!(r.headers().contains_key("x-cradle-taken"));
+    let jpeg = r.bytes().await.unwrap();
+    assert_eq!(&jpeg[..2], &[0xff, 0xd8], "a JPEG");
+    let path = c.spec.dir.join("snapshot.jpg");
+    std::fs::write(&path, &jpeg).unwrap();
+    let probe = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "csv=p=0"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&probe.stdout).trim(), "mjpeg,1280,720", "camsim's 1080p keyframe, scaled to 1280 wide");
+
+    // A parent of that classroom may; a parent of another classroom and an investigator may not.
+    let parent = c.login("parent-infant").await;
+    assert_eq!(get(parent, CAMERA).await.status(), StatusCode::OK);
+    let other = get(c.login("parent-toddler").await, CAMERA).await;
+    assert_eq!(other.status(), StatusCode::FORBIDDEN);
+    assert!(other.text().await.unwrap().contains("error"));
+    assert_eq!(get(c.login("investigator").await, CAMERA).await.status(), StatusCode::FORBIDDEN);
+    // A camera that has sent nothing yet answers 503; an unknown one 404.
+    assert_eq!(get(operator.clone(), "entrance").await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(get(operator, "no-such-camera").await.status(), StatusCode::NOT_FOUND);
+
+    let audit = c.admin(Method::GET, "/api/v1/audit?action=snapshot_viewed&limit=50", None).await;
+    let actors: Vec<&str> = audit["entries"].as_array().unwrap().iter().map(|e| e["actor"].as_str().unwrap()).collect();
+    assert!(actors.contains(&"operator") && actors.contains(&"parent-infant"), "{actors:?}");
+    assert_eq!(actors.len(), 2, "refused requests view nothing: {actors:?}");
+}

@@ -14,6 +14,7 @@ mod evidence;
 mod live;
 mod metrics;
 mod retention;
+mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub live: Arc<crate::live::Live>,
     /// Evidence exports, playback sources and the signing key.
     pub exporter: Arc<crate::evidence::export::Exporter>,
+    /// Each camera's latest keyframe as a JPEG (`GET /api/v1/cameras/{id}/snapshot.jpg`).
+    pub snapshots: Arc<snapshot::SnapshotCache>,
 }
 
 impl AppState {
@@ -119,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         .merge(coverage::routes())
         .merge(live::routes())
         .merge(evidence::routes())
+        .merge(snapshot::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)
 }
