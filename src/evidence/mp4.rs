@@ -20,7 +20,9 @@
 use std::io::{self, Write};
 use std::ops::Range;
 
-use crate::record::fmp4::{bx, full, u16be, u32be, u64be, SegmentTable, LANGUAGE_UND, MATRIX, TIMESCALE};
+use crate::record::fmp4::{
+    bx, full, u16be, u32be, u64be, video_handler, video_media_header, SegmentTable, LANGUAGE_UND, MATRIX, TIMESCALE,
+};
 
 /// One recorded segment offered to [`plan`].
 #[derive(Clone, Copy)]
@@ -723,28 +725,9 @@ fn moov(movie: &Movie<'_>, payload_at: u64, out: &mut Vec<u8>) {
                     u16be(o, LANGUAGE_UND);
                     u16be(o, 0); // pre_defined
                 });
-                // §8.4.3 hdlr.
-                bx(o, b"hdlr", |o| {
-                    full(o, 0, 0);
-                    u32be(o, 0); // pre_defined
-                    o.extend_from_slice(b"vide");
-                    o.extend_from_slice(&[0; 12]); // reserved
-                    o.extend_from_slice(b"Cradle video\0");
-                });
+                video_handler(o);
                 bx(o, b"minf", |o| {
-                    // §12.1.2 vmhd: flags must be 1.
-                    bx(o, b"vmhd", |o| {
-                        full(o, 0, 1);
-                        o.extend_from_slice(&[0; 8]);
-                    });
-                    // §8.7.1 dinf / §8.7.2 dref: media data is in this file.
-                    bx(o, b"dinf", |o| {
-                        bx(o, b"dref", |o| {
-                            full(o, 0, 0);
-                            u32be(o, 1);
-                            bx(o, b"url ", |o| full(o, 0, 1));
-                        });
-                    });
+                    video_media_header(o);
                     bx(o, b"stbl", |o| stbl(movie, payload_at, o));
                 });
             });

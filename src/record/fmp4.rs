@@ -141,6 +141,33 @@ const SYNC_SAMPLE_FLAGS: u32 = 2 << 24;
 const NON_SYNC_SAMPLE_FLAGS: u32 = 1 << 24 | SAMPLE_IS_NON_SYNC;
 const SAMPLE_IS_NON_SYNC: u32 = 1 << 16;
 
+/// §8.4.3 hdlr: a video track (shared by the segments' and the exports' `moov`).
+pub(crate) fn video_handler(o: &mut Vec<u8>) {
+    bx(o, b"hdlr", |o| {
+        full(o, 0, 0);
+        u32be(o, 0); // pre_defined
+        o.extend_from_slice(b"vide");
+        o.extend_from_slice(&[0; 12]); // reserved
+        o.extend_from_slice(b"Cradle video\0");
+    });
+}
+
+/// The start of a video `minf`: §12.1.2 vmhd (flags must be 1), then §8.7.1 dinf /
+/// §8.7.2 dref with one `url ` of flag 1, "media data is in this file".
+pub(crate) fn video_media_header(o: &mut Vec<u8>) {
+    bx(o, b"vmhd", |o| {
+        full(o, 0, 1);
+        o.extend_from_slice(&[0; 8]); // graphicsmode + opcolor
+    });
+    bx(o, b"dinf", |o| {
+        bx(o, b"dref", |o| {
+            full(o, 0, 0);
+            u32be(o, 1); // entry_count
+            bx(o, b"url ", |o| full(o, 0, 1));
+        });
+    });
+}
+
 /// Appends `ftyp` + `moov` for one video track. `metadata` goes into moov/udta/crdl, an
 /// unknown user-data box that players skip.
 pub fn write_init(track: &TrackInfo<'_>, metadata: &[u8], out: &mut Vec<u8>) {
@@ -207,30 +234,10 @@ pub fn write_init(track: &TrackInfo<'_>, metadata: &[u8], out: &mut Vec<u8>) {
                     u16be(o, LANGUAGE_UND); // pad bit 0 + language
                     u16be(o, 0); // pre_defined
                 });
-                // §8.4.3 hdlr: a video track.
-                bx(o, b"hdlr", |o| {
-                    full(o, 0, 0);
-                    u32be(o, 0); // pre_defined
-                    o.extend_from_slice(b"vide");
-                    o.extend_from_slice(&[0; 12]); // reserved
-                    o.extend_from_slice(b"Cradle video\0");
-                });
+                video_handler(o);
                 // §8.4.4 minf.
                 bx(o, b"minf", |o| {
-                    // §12.1.2 vmhd: flags must be 1.
-                    bx(o, b"vmhd", |o| {
-                        full(o, 0, 1);
-                        o.extend_from_slice(&[0; 8]); // graphicsmode + opcolor
-                    });
-                    // §8.7.1 dinf / §8.7.2 dref: one `url ` with flag 1, "media data is
-                    // in this file".
-                    bx(o, b"dinf", |o| {
-                        bx(o, b"dref", |o| {
-                            full(o, 0, 0);
-                            u32be(o, 1); // entry_count
-                            bx(o, b"url ", |o| full(o, 0, 1));
-                        });
-                    });
+                    video_media_header(o);
                     // §8.5.1 stbl: the sample description plus the mandatory tables,
                     // empty because every sample lives in a fragment (§8.8.1).
                     bx(o, b"stbl", |o| {

@@ -999,7 +999,7 @@ mod tests {
 
     /// Cost figures quoted in the module comment; run with `--release --ignored --nocapture`.
     #[test]
-    #[ignore]
+    #[ignore = "a measurement; run in release with --ignored --nocapture"]
     fn tamper_cost() {
         let (room, mut cam) = (Room::new(1), Camera::new(2));
         let mut det = warmed_up(&room, &mut cam);
