@@ -53,9 +53,17 @@ pub enum AlarmKind {
     RetentionShort,
     /// A camera was decommissioned (by an admin, with a reason).
     Decommissioned,
+    /// Tamper: the picture is black or uniform (lens covered, painted, or no light).
+    LensCovered,
+    /// Tamper: frames flow but the picture does not change.
+    PictureFrozen,
+    /// Tamper: far less detail than the camera normally shows (defocused, smeared dome).
+    PictureBlurred,
+    /// Tamper: the view no longer matches the reference (the camera was turned or moved).
+    CameraMoved,
 }
 
-pub const ALL_KINDS: [AlarmKind; 12] = [
+pub const ALL_KINDS: [AlarmKind; 16] = [
     AlarmKind::NoFrames,
     AlarmKind::ReconnectStorm,
     AlarmKind::FrameRateCollapse,
@@ -68,6 +76,10 @@ pub const ALL_KINDS: [AlarmKind; 12] = [
     AlarmKind::FootageMissing,
     AlarmKind::RetentionShort,
     AlarmKind::Decommissioned,
+    AlarmKind::LensCovered,
+    AlarmKind::PictureFrozen,
+    AlarmKind::PictureBlurred,
+    AlarmKind::CameraMoved,
 ];
 
 impl AlarmKind {
@@ -85,6 +97,10 @@ impl AlarmKind {
             AlarmKind::FootageMissing => "footage_missing",
             AlarmKind::RetentionShort => "retention_short",
             AlarmKind::Decommissioned => "decommissioned",
+            AlarmKind::LensCovered => "lens_covered",
+            AlarmKind::PictureFrozen => "picture_frozen",
+            AlarmKind::PictureBlurred => "picture_blurred",
+            AlarmKind::CameraMoved => "camera_moved",
         }
     }
 
@@ -93,7 +109,9 @@ impl AlarmKind {
     }
 
     /// True when a live alarm of this kind means footage is not being recorded or kept
-    /// (the centre is not armed), rather than a risk or a degradation.
+    /// (the centre is not armed), rather than a risk or a degradation. Tamper alarms do
+    /// not: the camera is still recorded (what it recorded is the evidence of the
+    /// tampering), and darkness at night reads as a covered lens by design.
     pub fn breaks_armed(self) -> bool {
         matches!(
             self,
@@ -121,6 +139,9 @@ pub struct Alarm {
     pub ack_note: Option<String>,
     pub notify_count: i64,
     pub breaks_armed: bool,
+    /// The picture the alarm was raised on (tamper alarms):
+    /// `/api/v1/alarms/{id}/snapshot.jpg`.
+    pub snapshot: Option<String>,
     #[serde(skip)]
     pub raised_at_us: WallUs,
     #[serde(skip)]
@@ -150,7 +171,8 @@ pub struct AlarmQuery {
 macro_rules! columns {
     () => {
         "id, camera_id, kind, detail, raised_at_us, updated_at_us, cleared_at_us, clear_detail, \
-         acked_at_us, acked_by, ack_note, notified_at_us, notify_count"
+         acked_at_us, acked_by, ack_note, notified_at_us, notify_count, \
+         (SELECT s.alarm_id FROM alarm_snapshots s WHERE s.alarm_id = alarms.id) AS snapshot_of"
     };
 }
 
@@ -179,6 +201,7 @@ fn alarm_from(r: &sqlx::any::AnyRow) -> Result<Alarm, sqlx::Error> {
         acknowledged_by: r.try_get("acked_by")?,
         ack_note: r.try_get("ack_note")?,
         notify_count: r.try_get("notify_count")?,
+        snapshot: r.try_get::<Option<i64>, _>("snapshot_of")?.map(|id| format!("/api/v1/alarms/{id}/snapshot.jpg")),
         raised_at_us: raised,
         notified_at_us: r.try_get("notified_at_us")?,
     })
@@ -236,6 +259,38 @@ impl Alarms {
     /// Raises an alarm of `kind` for `camera` (None: server-wide), or refreshes the
     /// detail of the live one. Returns the alarm when it is new.
     pub async fn raise(&self, camera: Option<&str>, kind: AlarmKind, detail: &str) -> Result<Option<Alarm>, DbError> {
+        self.raise_with(camera, kind, detail, None).await
+    }
+
+    /// [`Alarms::raise`] with the picture that shows the cause (a JPEG and when its
+    /// keyframe arrived), kept with a new alarm.
+    pub async fn raise_with_snapshot(
+        &self,
+        camera: &str,
+        kind: AlarmKind,
+        detail: &str,
+        jpeg: &[u8],
+        taken_us: WallUs,
+    ) -> Result<Option<Alarm>, DbError> {
+        self.raise_with(Some(camera), kind, detail, Some((jpeg, taken_us))).await
+    }
+
+    /// The JPEG kept with alarm `id`, and when it was taken.
+    pub async fn snapshot(&self, id: i64) -> Result<Option<(Vec<u8>, WallUs)>, DbError> {
+        let row = sqlx::query("SELECT jpeg, taken_us FROM alarm_snapshots WHERE alarm_id = $1")
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(row.map(|r| -> Result<_, sqlx::Error> { Ok((r.try_get("jpeg")?, r.try_get("taken_us")?)) }).transpose()?)
+    }
+
+    async fn raise_with(
+        &self,
+        camera: Option<&str>,
+        kind: AlarmKind,
+        detail: &str,
+        snapshot: Option<(&[u8], WallUs)>,
+    ) -> Result<Option<Alarm>, DbError> {
         let now = now_us();
         let _g = self.inner.lock.lock().await;
         if let Some(live) = self.live(camera, kind).await? {
@@ -258,7 +313,16 @@ impl Alarms {
         .bind(now)
         .fetch_one(self.db.pool())
         .await?;
-        let alarm = alarm_from(&row)?;
+        let mut alarm = alarm_from(&row)?;
+        if let Some((jpeg, taken)) = snapshot {
+            sqlx::query("INSERT INTO alarm_snapshots (alarm_id, taken_us, jpeg) VALUES ($1, $2, $3)")
+                .bind(alarm.id)
+                .bind(taken)
+                .bind(jpeg.to_vec())
+                .execute(self.db.pool())
+                .await?;
+            alarm.snapshot = Some(format!("/api/v1/alarms/{}/snapshot.jpg", alarm.id));
+        }
         drop(_g);
         warn!(camera = camera.unwrap_or("-"), kind = kind.as_str(), "alarm raised: {detail}");
         self.deliver(Event::Raised, &alarm);

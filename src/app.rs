@@ -252,11 +252,14 @@ impl App {
         let sources = Arc::new(crate::evidence::source::Sources::new(storage.clone(), config.spool.dir.clone()));
         let exporter = Arc::new(crate::evidence::export::Exporter::new(db.clone(), sources, Arc::new(signer), &config.data_dir));
         exporter.recover().await?;
+        // Snapshots and tamper checks: every [snapshots] interval, one camera at a time.
+        let snapshots = crate::snapshot::service::Snapshots::new(db.clone(), alarms.clone(), &config.snapshots);
+        aux.spawn(snapshots.clone().run(fleet.clone(), shutdown.clone()));
         let live = crate::live::Live::new(config.live.clone(), config.policy.clone(), db.clone(), fleet.clone());
         aux.spawn(live.clone().guard(shutdown.clone()));
         let state = AppState {
             exporter,
-            snapshots: Arc::default(),
+            snapshots,
             live: live.clone(),
             alarms: alarms.clone(),
             config: Arc::new(config.clone()),

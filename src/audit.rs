@@ -60,6 +60,8 @@ pub enum Action {
     AlarmAcknowledged,
     RetentionDeleted,
     AuditRead,
+    /// "Test connection": a camera's picture fetched before it was added or changed.
+    CameraTested,
 }
 
 impl Action {
@@ -90,6 +92,7 @@ impl Action {
             Action::AlarmAcknowledged => "alarm_acknowledged",
             Action::RetentionDeleted => "retention_deleted",
             Action::AuditRead => "audit_read",
+            Action::CameraTested => "camera_tested",
         }
     }
 }
@@ -104,6 +107,7 @@ pub fn is_viewing(action: &str) -> bool {
             | "export_created"
             | "export_downloaded"
             | "snapshot_viewed"
+            | "camera_tested"
     )
 }
 

@@ -136,6 +136,34 @@ pub struct Config {
     /// The address users reach Cradle at (behind a TLS proxy: `https://…`). Session
     /// cookies are marked `Secure` when it is https.
     pub public_url: Option<Url>,
+    /// The centre's language for the web pages when a user has not chosen one
+    /// (`[server] language`); unset, pages follow the browser.
+    pub language: Option<Language>,
+    /// Snapshots and tamper checks (`[snapshots]`).
+    pub snapshots: SnapshotsConfig,
+}
+
+/// The languages of the web pages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Language {
+    Zh,
+    En,
+}
+
+/// `[snapshots]`: every `interval_seconds` each camera's newest keyframe is decoded
+/// (never every frame) into the JPEG the console shows and the picture the tamper
+/// checks read; `[snapshots.tamper]` holds the thresholds every camera starts from
+/// (each camera may override them through the API).
+#[derive(Clone, Debug)]
+pub struct SnapshotsConfig {
+    pub interval: Duration,
+    pub tamper: crate::snapshot::tamper::Thresholds,
+}
+
+impl Default for SnapshotsConfig {
+    fn default() -> Self {
+        SnapshotsConfig { interval: Duration::from_secs(10), tamper: Default::default() }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -313,6 +341,14 @@ struct RawConfig {
     watchdog: Option<RawWatchdog>,
     alarms: Option<RawAlarms>,
     live: Option<crate::live::config::RawLive>,
+    snapshots: Option<RawSnapshots>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSnapshots {
+    interval_seconds: Option<u64>,
+    tamper: Option<crate::snapshot::tamper::Thresholds>,
 }
 
 #[derive(Deserialize, Default)]
@@ -376,6 +412,7 @@ struct RawServer {
     listen: Option<String>,
     data_dir: Option<String>,
     public_url: Option<String>,
+    language: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -533,6 +570,26 @@ impl Config {
             })
             .transpose()?;
         let auth = parse_auth(raw.auth, &err)?;
+        let language = match raw.server.language.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None => None,
+            Some("zh" | "zh-cn" | "zh-hans") => Some(Language::Zh),
+            Some("en" | "en-us" | "en-gb") => Some(Language::En),
+            Some(_) => {
+                let l = raw.server.language.unwrap_or_default();
+                return Err(err("server.language", format!("{l:?}: use \"zh-CN\" (Chinese) or \"en\" (English)")));
+            }
+        };
+        let snapshots = {
+            let raw = raw.snapshots.unwrap_or_default();
+            let interval = match raw.interval_seconds {
+                None => SnapshotsConfig::default().interval,
+                Some(s @ 1..=3600) => Duration::from_secs(s),
+                Some(s) => return Err(err("snapshots.interval_seconds", format!("{s}: use 1 to 3600 seconds"))),
+            };
+            let tamper = raw.tamper.unwrap_or_default();
+            tamper.validate().map_err(|r| err("snapshots.tamper", r))?;
+            SnapshotsConfig { interval, tamper }
+        };
 
         let database_url = match raw.database {
             Some(db) => expand_env(&db.url).map_err(|r| err("database.url", r))?,
@@ -648,6 +705,8 @@ impl Config {
             watchdog,
             alarms,
             public_url,
+            language,
+            snapshots,
             path: path.to_owned(),
             listen,
             data_dir,

@@ -118,7 +118,12 @@ fn ntp_to_unix_us(ntp: u64) -> i64 {
 /// Adds an operator's hint to the errors people actually hit.
 fn explain(hub: &CameraHub, e: impl std::fmt::Display) -> String {
     let msg = e.to_string();
-    let hint = if msg.contains("401") {
+    format!("camera {:?}: {msg}{}", hub.id().as_str(), hint(&msg))
+}
+
+/// What to check, for the errors whose cause is usually the configuration.
+fn hint(msg: &str) -> &'static str {
+    if msg.contains("401") {
         " — check username/password in [[cameras]]"
     } else if msg.contains("Connection refused") || msg.contains("connection refused") {
         " — is the camera on and the URL's host:port right?"
@@ -126,25 +131,30 @@ fn explain(hub: &CameraHub, e: impl std::fmt::Display) -> String {
         " — check the stream path in the camera URL"
     } else {
         ""
-    };
-    format!("camera {:?}: {msg}{hint}", hub.id().as_str())
+    }
 }
 
-async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&Db>, group: &Arc<SessionGroup>, run_id: &str) -> SessionEnd {
-    let failed = |error: String| SessionEnd::Failed { error, delivered: false };
-    let cfg = &hub.config;
+/// An RTSP session that is playing, and the index of its video stream.
+struct Playing {
+    demuxed: retina::client::Demuxed,
+    stream_i: usize,
+}
+
+/// DESCRIBE, SETUP (the first H.264 or H.265 video stream) and PLAY, each within
+/// [`REQUEST_TIMEOUT`]. The error is the bare reason; callers say which camera.
+async fn connect(cfg: &crate::config::CameraConfig, group: Option<Arc<SessionGroup>>) -> Result<Playing, String> {
     let creds = cfg.username.as_ref().map(|u| Credentials {
         username: u.clone(),
         password: cfg.password.clone().unwrap_or_default(),
     });
-    let opts = SessionOptions::default()
-        .creds(creds)
-        .user_agent(format!("Cradle/{}", env!("CARGO_PKG_VERSION")))
-        .session_group(group.clone());
+    let mut opts = SessionOptions::default().creds(creds).user_agent(format!("Cradle/{}", env!("CARGO_PKG_VERSION")));
+    if let Some(g) = group {
+        opts = opts.session_group(g);
+    }
     let mut described = match timeout(REQUEST_TIMEOUT, Session::describe(cfg.url.clone(), opts)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return failed(explain(hub, e)),
-        Err(_) => return failed(explain(hub, "RTSP DESCRIBE timed out")),
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("RTSP DESCRIBE timed out".into()),
     };
     let Some(stream_i) = described.streams().iter().position(|s| {
         s.media() == "video"
@@ -152,7 +162,7 @@ async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&Db>, group: &Arc<
     }) else {
         let found: Vec<String> =
             described.streams().iter().map(|s| format!("{}/{}", s.media(), s.encoding_name())).collect();
-        return failed(explain(hub, format!("no H.264 or H.265 video stream (found {found:?})")));
+        return Err(format!("no H.264 or H.265 video stream (found {found:?})"));
     };
     let transport = match cfg.transport {
         RtspTransport::Tcp => Transport::Tcp(TcpTransportOptions::default()),
@@ -161,16 +171,79 @@ async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&Db>, group: &Arc<
     let setup = SetupOptions::default().transport(transport).frame_format(FrameFormat::MP4);
     match timeout(REQUEST_TIMEOUT, described.setup(stream_i, setup)).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return failed(explain(hub, e)),
-        Err(_) => return failed(explain(hub, "RTSP SETUP timed out")),
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("RTSP SETUP timed out".into()),
     }
     let playing = match timeout(REQUEST_TIMEOUT, described.play(PlayOptions::default())).await {
         Ok(Ok(p)) => p,
-        Ok(Err(e)) => return failed(explain(hub, e)),
-        Err(_) => return failed(explain(hub, "RTSP PLAY timed out")),
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("RTSP PLAY timed out".into()),
     };
-    let mut demuxed = match playing.demuxed() {
-        Ok(d) => d,
+    let demuxed = playing.demuxed().map_err(|e| e.to_string())?;
+    Ok(Playing { demuxed, stream_i })
+}
+
+/// The stream's parameters as the recorder and decoders need them, once known.
+fn stream_params(demuxed: &retina::client::Demuxed, stream_i: usize) -> Result<Option<StreamParams>, String> {
+    match demuxed.streams()[stream_i].parameters() {
+        Some(ParametersRef::Video(v)) => {
+            let sample_entry = v.mp4_sample_entry().build().map_err(|e| e.to_string())?;
+            let (w, h) = v.pixel_dimensions();
+            Ok(Some(StreamParams {
+                codec: v.rfc6381_codec().to_owned(),
+                sample_entry,
+                width: w.min(u16::MAX as u32) as u16,
+                height: h.min(u16::MAX as u32) as u16,
+            }))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// "Test connection": connects to a camera that is not (yet) recorded, waits for its
+/// first keyframe and hangs up. Everything within `within`. The error says why, with
+/// the same hints a recorded camera's state gives.
+pub async fn probe(cfg: &crate::config::CameraConfig, within: Duration) -> Result<Frame, String> {
+    let attempt = async {
+        let Playing { mut demuxed, stream_i } = connect(cfg, None).await?;
+        let mut params: Option<Arc<StreamParams>> = None;
+        loop {
+            let item = match demuxed.next().await {
+                None => return Err("the camera closed the stream before its first keyframe".to_owned()),
+                Some(Err(e)) => return Err(e.to_string()),
+                Some(Ok(item)) => item,
+            };
+            let CodecItem::VideoFrame(f) = item else { continue };
+            if f.stream_id() != stream_i {
+                continue;
+            }
+            if params.is_none() || f.has_new_parameters() {
+                params = stream_params(&demuxed, stream_i)?.map(Arc::new);
+            }
+            let (Some(p), true) = (&params, f.is_random_access_point()) else { continue };
+            return Ok(Frame {
+                ts_90k: f.timestamp().elapsed(),
+                arrival_us: now_us(),
+                is_key: true,
+                params: p.clone(),
+                data: Bytes::from(f.into_data()),
+            });
+        }
+    };
+    match timeout(within, attempt).await {
+        // retina's errors go on with connection details over several lines; the first says it.
+        Ok(r) => r.map_err(|e| {
+            let first = e.lines().next().unwrap_or_default().trim_end_matches(|c: char| c == ':' || c.is_whitespace());
+            format!("{first}{}", hint(&e))
+        }),
+        Err(_) => Err(format!("no keyframe within {} s — is this an RTSP video stream?", within.as_secs())),
+    }
+}
+
+async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&Db>, group: &Arc<SessionGroup>, run_id: &str) -> SessionEnd {
+    let failed = |error: String| SessionEnd::Failed { error, delivered: false };
+    let Playing { mut demuxed, stream_i } = match connect(&hub.config, Some(group.clone())).await {
+        Ok(p) => p,
         Err(e) => return failed(explain(hub, e)),
     };
 
@@ -200,24 +273,14 @@ async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&Db>, group: &Arc<
             continue;
         }
         if params.is_none() || f.has_new_parameters() {
-            match demuxed.streams()[stream_i].parameters() {
-                Some(ParametersRef::Video(v)) => {
-                    let sample_entry = match v.mp4_sample_entry().build() {
-                        Ok(s) => s,
-                        Err(e) => return SessionEnd::Failed { error: explain(hub, e), delivered },
-                    };
-                    let (w, h) = v.pixel_dimensions();
-                    let p = StreamParams {
-                        codec: v.rfc6381_codec().to_owned(),
-                        sample_entry,
-                        width: w.min(u16::MAX as u32) as u16,
-                        height: h.min(u16::MAX as u32) as u16,
-                    };
-                    info!(camera = %hub.id(), codec = %p.codec, width = w, height = h, "stream parameters");
+            match stream_params(&demuxed, stream_i) {
+                Ok(Some(p)) => {
+                    info!(camera = %hub.id(), codec = %p.codec, width = p.width, height = p.height, "stream parameters");
                     hub.set_codec(&p.codec);
                     params = Some(Arc::new(p));
                 }
-                _ => continue, // no parameters yet: nothing decodable to record
+                Ok(None) => continue, // no parameters yet: nothing decodable to record
+                Err(e) => return SessionEnd::Failed { error: explain(hub, e), delivered },
             }
         }
         let frame = Arc::new(Frame {

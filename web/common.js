@@ -1,6 +1,7 @@
-// What the live and evidence pages share: building elements, choosing the language
-// (saved choice, else the browser's; Chinese or English), and looking texts up in a
-// page's table of [Chinese, English] pairs. Loaded before the page's own script.
+// What the pages share: building elements, choosing the language (the user's saved
+// choice, else the centre's `[server] language`, else the browser's; Chinese or English),
+// and looking texts up in a page's table of [Chinese, English] pairs. Loaded before the
+// page's own script; the server puts `CRADLE_DEFAULT_LANG` in front of this file.
 "use strict";
 
 const el = (tag, attrs = {}, text = "") => {
@@ -13,6 +14,7 @@ const el = (tag, attrs = {}, text = "") => {
 function pickLang() {
   const saved = localStorage.getItem("cradle.lang");
   if (saved === "zh" || saved === "en") return saved;
+  if (typeof CRADLE_DEFAULT_LANG === "string") return CRADLE_DEFAULT_LANG;
   return (navigator.language || "").toLowerCase().startsWith("zh") ? "zh" : "en";
 }
 

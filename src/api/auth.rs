@@ -84,8 +84,12 @@ policy!(/// A parent's own children.
     Parents, "a parent's own children", [Parent]);
 policy!(/// The pipeline's health: spool, storage, cameras' technical state.
     StatusReaders, "the system status", [Admin, Operator, Regulator]);
-policy!(/// Acting on alarms (acknowledging them).
+policy!(/// Acting on alarms (acknowledging them), confirming a camera's view, tuning its
+    /// tamper checks.
     Operators, "acting on alarms", [Admin, Operator]);
+policy!(/// Adding cameras and fixing their connection settings (MISSION: operators "add and
+    /// fix cameras"); placement, decommissioning and parent visibility stay with admins.
+    CameraKeepers, "adding and fixing cameras", [Admin, Operator]);
 policy!(/// Recording metadata (segments and gaps), not the video itself. Investigators
     /// see it only inside an approved evidence request (the handler clamps to it).
     RecordingReaders, "recordings", [Admin, Operator, Regulator, Investigator]);

@@ -23,7 +23,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::auth::{record, AdminOnly, Auth, CentreReaders, Parents};
+use super::auth::{record, AdminOnly, Auth, CameraKeepers, CentreReaders, Parents};
 use super::{ApiError, AppState, Body, Result};
 use crate::audit::Action;
 use crate::auth::Principal;
@@ -56,6 +56,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/areas", get(list_areas).post(create_area))
         .route("/api/v1/areas/{id}", patch(update_area))
         .route("/api/v1/centre/cameras", get(list_cameras).post(add_camera))
+        .route("/api/v1/centre/cameras/test", post(test_camera))
         .route("/api/v1/centre/cameras/{id}", patch(update_camera))
         .route("/api/v1/centre/cameras/{id}/connection", put(set_connection))
         .route("/api/v1/centre/cameras/{id}/decommission", post(decommission_camera))
@@ -268,7 +269,7 @@ fn camera_fields(fields: CameraFields) -> Result<CameraConfig> {
 /// cameras are edited in the file. Answers 201 with the camera as listed.
 async fn add_camera(
     State(app): State<AppState>,
-    Auth(p, _): Auth<AdminOnly>,
+    Auth(p, _): Auth<CameraKeepers>,
     Body(fields): Body<CameraFields>,
 ) -> Result<(StatusCode, Json<Value>)> {
     let camera = camera_fields(fields)?;
@@ -281,13 +282,93 @@ async fn add_camera(
     created(&app, &p, format!("camera {}", camera.id), &out).await
 }
 
+/// How long "test connection" waits for a camera's first keyframe.
+const TEST_WITHIN: std::time::Duration = std::time::Duration::from_secs(15);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestCamera {
+    url: String,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    password: Option<String>,
+    #[serde(default)]
+    transport: Option<String>,
+    /// Test a camera being edited: its stored password is used when none is given
+    /// and the username is unchanged.
+    #[serde(default)]
+    id: Option<String>,
+}
+
+/// "Test connection" before saving a camera: connects with the given settings, waits
+/// for the first keyframe (up to 15 s) and answers it as a JPEG (`X-Cradle-Codec`,
+/// `X-Cradle-Width`, `X-Cradle-Height`), or 422 with why it failed. Nothing is stored
+/// or recorded; the attempt is audited.
+async fn test_camera(
+    State(app): State<AppState>,
+    Auth(p, _): Auth<CameraKeepers>,
+    Body(t): Body<TestCamera>,
+) -> Result<axum::response::Response> {
+    use axum::http::{header, HeaderValue};
+    use axum::response::IntoResponse;
+    let fields = CameraFields {
+        id: "test".into(),
+        name: None,
+        url: t.url,
+        username: t.username,
+        password: t.password,
+        sub_url: None,
+        transport: t.transport,
+        retention_days: None,
+    };
+    let mut camera = camera_fields(fields)?;
+    if let (None, Some(id)) = (&camera.password, &t.id) {
+        if let Ok(id) = CameraId::parse(id) {
+            if let Some(old) = app.db.added_camera(&id).await? {
+                if camera.username.is_some() && camera.username == old.username {
+                    camera.password = old.password;
+                }
+            }
+        }
+    }
+    let outcome = match crate::ingest::probe(&camera, TEST_WITHIN).await {
+        Ok(frame) => {
+            let frame = std::sync::Arc::new(frame);
+            tokio::task::spawn_blocking(move || crate::snapshot::decode::decode_keyframe(&frame).map(|d| (d, frame)))
+                .await
+                .map_err(|e| ApiError::Internal(e.into()))?
+                .map_err(|e| format!("connected, but its keyframe does not decode: {e}"))
+        }
+        Err(e) => Err(e),
+    };
+    let url = camera.url.as_str().to_owned();
+    let detail = json!({
+        "camera_test": { "url": url, "username": camera.username, "ok": outcome.is_ok(), "error": outcome.as_ref().err() },
+    });
+    record(&app, Some(&p), Action::CameraTested, Some(format!("camera test {url}")), p.addr.clone(), detail).await?;
+    let (d, frame) = outcome.map_err(|e| ApiError::Unprocessable(format!("{url}: {e}")))?;
+    let mut r = d.jpeg.into_response();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (k, v) in [
+        ("X-Cradle-Codec", frame.params.codec.clone()),
+        ("X-Cradle-Width", frame.params.width.to_string()),
+        ("X-Cradle-Height", frame.params.height.to_string()),
+    ] {
+        h.insert(k, HeaderValue::from_str(&v).expect("ascii"));
+    }
+    Ok(r)
+}
+
 /// The new name and connection settings of a camera an admin added; the camera
 /// reconnects with them at once (the segment in progress is closed first). Leaving
 /// `password` out keeps the stored one while `username` stays the same. Cameras of the
 /// config file are edited there (409).
 async fn set_connection(
     State(app): State<AppState>,
-    Auth(p, _): Auth<AdminOnly>,
+    Auth(p, _): Auth<CameraKeepers>,
     Path(id): Path<String>,
     Body(mut fields): Body<serde_json::Map<String, Value>>,
 ) -> Result<Json<Value>> {

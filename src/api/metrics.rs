@@ -75,6 +75,19 @@ pub async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse> {
     }
     let failing = s.failing_since_us.load(Ordering::Relaxed) != 0;
     let _ = writeln!(out, "# HELP cradle_storage_up 1 when the last upload succeeded.\n# TYPE cradle_storage_up gauge\ncradle_storage_up {}", !failing as u8);
+    let costs = app.snapshots.costs();
+    type CostGetter = fn(&crate::snapshot::service::Cost) -> f64;
+    let snapshot_series: [(&str, &str, CostGetter); 3] = [
+        ("cradle_snapshots_total", "Keyframes decoded into snapshots (and tamper-checked).", |c| c.snapshots as f64),
+        ("cradle_snapshot_cpu_seconds_total", "CPU time spent decoding snapshots and checking them.", |c| c.cpu_ns as f64 / 1e9),
+        ("cradle_snapshot_failures_total", "Keyframes that did not decode.", |c| c.failures as f64),
+    ];
+    for (name, help, get) in snapshot_series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (camera, c) in &costs {
+            let _ = writeln!(out, "{name}{{camera=\"{camera}\"}} {}", get(c));
+        }
+    }
     app.live.metrics(&mut out);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out))
 }

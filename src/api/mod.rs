@@ -13,6 +13,7 @@ mod error;
 mod evidence;
 mod live;
 mod metrics;
+mod operator;
 mod retention;
 mod snapshot;
 
@@ -59,8 +60,8 @@ pub struct AppState {
     pub live: Arc<crate::live::Live>,
     /// Evidence exports, playback sources and the signing key.
     pub exporter: Arc<crate::evidence::export::Exporter>,
-    /// Each camera's latest keyframe as a JPEG (`GET /api/v1/cameras/{id}/snapshot.jpg`).
-    pub snapshots: Arc<snapshot::SnapshotCache>,
+    /// Each camera's newest snapshot and its tamper checks.
+    pub snapshots: Arc<crate::snapshot::service::Snapshots>,
 }
 
 impl AppState {
@@ -102,6 +103,8 @@ pub fn router(state: AppState) -> Router {
         .route("/live.js", get(live_js))
         .route("/evidence", get(evidence_page))
         .route("/evidence.js", get(evidence_js))
+        .route("/operator", get(operator_page))
+        .route("/operator.js", get(operator_js))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::metrics))
         .route("/api/v1/login", post(auth::login))
@@ -123,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .merge(live::routes())
         .merge(evidence::routes())
         .merge(snapshot::routes())
+        .merge(operator::routes())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state)
 }
@@ -147,6 +151,14 @@ async fn evidence_js() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../../web/evidence.js"))
 }
 
+async fn operator_page() -> Html<&'static str> {
+    Html(include_str!("../../web/operator.html"))
+}
+
+async fn operator_js() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../../web/operator.js"))
+}
+
 async fn login_page() -> Html<&'static str> {
     Html(include_str!("../../web/login.html"))
 }
@@ -159,8 +171,16 @@ async fn admin_js() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../../web/admin.js"))
 }
 
-async fn common_js() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], include_str!("../../web/common.js"))
+/// The pages' shared script, preceded by the centre's default language (`[server]
+/// language`), which a page uses when its user has not chosen one.
+async fn common_js(State(app): State<AppState>) -> impl IntoResponse {
+    let lang = match app.config.language {
+        Some(crate::config::Language::Zh) => "\"zh\"",
+        Some(crate::config::Language::En) => "\"en\"",
+        None => "null",
+    };
+    let body = format!("const CRADLE_DEFAULT_LANG = {lang};\n{}", include_str!("../../web/common.js"));
+    ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")], body)
 }
 
 async fn app_js() -> impl IntoResponse {

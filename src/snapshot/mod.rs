@@ -2,4 +2,5 @@
 //! (never every frame) into a JPEG for people and a small luma picture for the checks.
 
 pub mod decode;
+pub mod service;
 pub mod tamper;

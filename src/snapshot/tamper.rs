@@ -28,7 +28,7 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Every check runs at this size: each pixel averages 12×12 pixels of a 1080p picture.
 pub const ANALYSIS_WIDTH: u32 = 160;
@@ -288,21 +288,24 @@ impl Structure {
 /// When a picture counts as covered, frozen, blurred or moved, and for how long.
 /// A camera's config may override any field; missing fields keep these defaults.
 /// "Pictures" are checks, 10 s apart by default.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Thresholds {
     /// Covered when the middle 90 % of pixels span fewer luma levels than this. A hand or a
     /// cloth over the lens, or a black picture, spans only its sensor noise (σ 2 spans about
     /// 7). A room, even dimmed to half, spans many dozens. Default 12.
+    #[serde(serialize_with = "as_written")]
     pub uniform_spread: f32,
     /// Covered when the mean luma is below this: nothing much above black (0 in the decoder's
     /// full-range luma, 16 if a picture arrives in limited range). Default 20.
+    #[serde(serialize_with = "as_written")]
     pub dark_mean: f32,
     /// Frozen when the mean absolute difference from the previous picture is at or below this.
     /// A frozen stream decodes to identical pictures (0), or nearly (a few blocks one level
     /// off). Each analysis pixel averages 64 (720p) to 576 (4K) camera pixels, which hides
     /// most sensor noise: a still, empty room seen at 720p with noise σ 0.5 / 1 / 2 still
     /// differs by 0.08 / 0.14 / 0.29. Default 0.02 (a fortieth of one luma level).
+    #[serde(serialize_with = "as_written")]
     pub frozen_mad: f32,
     /// Frozen is raised after this many pictures in a row, each identical to the one before
     /// it: 3 means 30 s without a single change, which even a sleeping room never manages.
@@ -311,11 +314,13 @@ pub struct Thresholds {
     /// tests' busy room, lights and children keep it at 82–110 %, and a person filling half
     /// the picture at about 60 %. A blur of 3×3 analysis pixels (a smear 36 px wide at 1080p)
     /// leaves 26–34 %. Default 0.5.
+    #[serde(serialize_with = "as_written")]
     pub blur_ratio: f32,
     /// Moved when the similarity to the reference view falls below this. Over 20 synthetic busy
     /// rooms (a third of the cells hidden by moving children, lights at ±15 % or halved), a
     /// picture scored 0.35–0.83 against the reference. A view turned by 5 % scored at most
     /// 0.37, by 10 % or more at most 0.30, and another room about 0. Default 0.33.
+    #[serde(serialize_with = "as_written")]
     pub moved_similarity: f32,
     /// Covered, Blurred and Moved are raised after this many pictures in a row. 3 (20–30 s)
     /// means a person in front of the lens, or a hand that touches it, raises nothing.
@@ -343,6 +348,11 @@ impl Default for Thresholds {
             reference_pictures: 6,
         }
     }
+}
+
+/// An `f32` threshold as its shortest decimal (0.02, not 0.019999999552965164).
+fn as_written<S: serde::Serializer>(v: &f32, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(v.to_string().parse().unwrap_or(f64::from(*v)))
 }
 
 impl Thresholds {

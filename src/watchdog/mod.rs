@@ -25,7 +25,7 @@
 mod camera;
 mod clock;
 mod rates;
-mod site;
+pub mod site;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -78,7 +78,7 @@ impl Store {
 }
 
 /// Total and available bytes of the file system holding `dir` (statvfs).
-fn fs_size(dir: &Path) -> std::io::Result<(u64, u64)> {
+pub fn fs_size(dir: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -93,7 +93,7 @@ fn fs_size(dir: &Path) -> std::io::Result<(u64, u64)> {
 /// Bytes per day of one camera: its bytes per recorded second over the last 24 hours,
 /// times a day (it is meant to record around the clock). One range read of the
 /// (camera_id, start_us) index.
-async fn bytes_per_day(db: &Db, camera: &str, now: WallUs) -> Result<Option<f64>, DbError> {
+pub async fn bytes_per_day(db: &Db, camera: &str, now: WallUs) -> Result<Option<f64>, DbError> {
     let r = sqlx::query(
         "SELECT CAST(COALESCE(SUM(bytes), 0) AS BIGINT) AS b, CAST(COALESCE(SUM(end_us - start_us), 0) AS BIGINT) AS d
          FROM segments WHERE camera_id = $1 AND start_us >= $2 AND start_us <= $3",
