@@ -187,6 +187,11 @@ def cmd_config(a):
         "",
         "[recording]",
         "segment_seconds = 60",
+        "",
+        "# Recording alone, like ffmpeg -c copy: no snapshot in the window (the first pass",
+        "# runs before any camera is connected). bench/snapshot.sh measures snapshots.",
+        "[snapshots]",
+        "interval_seconds = 3600",
     ]
     for k in range(1, a.n + 1):
         lines += ["", "[[cameras]]", f'id = "cam{k}"', f'url = "rtsp://127.0.0.1:{a.camsim_port}/cam{k}"']

@@ -19,6 +19,7 @@ echo "==> starting the demo centre with $config"
 echo "    open http://127.0.0.1:8080/            sign in (demo accounts below, also in ./data/demo-accounts.json)"
 echo "         http://127.0.0.1:8080/live             parents' live view (sign in as parent-infant or parent-toddler)"
 echo "         http://127.0.0.1:8080/evidence         police evidence requests (sign in as investigator; an admin approves)"
+echo "         http://127.0.0.1:8080/operator         operator console: snapshots, alarms, storage, cameras (sign in as operator)"
 echo "         http://127.0.0.1:8080/metrics          Prometheus metrics"
 echo "    footage: ./data/footage   index: ./data/cradle.db   stop: Ctrl-C (closes the segment in progress)"
 echo
