@@ -168,6 +168,9 @@ async fn an_operator_sees_every_camera_and_acknowledges_the_alarm_of_a_stopped_c
     let cam = |id: &str| overview["cameras"].as_array().unwrap().iter().find(|c| c["id"] == id).cloned().unwrap_or_else(|| panic!("{id}: {overview}"));
     assert_eq!(cam(reference["camera"].as_str().unwrap())["tamper"]["reference"]["confirmed_by"], OPERATOR, "{overview}");
     assert_eq!(cam("hall")["source"], "database", "{overview}");
+    let tamper = server.get(&format!("/api/v1/cameras/{}/tamper", reference["camera"].as_str().unwrap())).await;
+    assert_eq!((tamper["overridden"].as_bool(), tamper["thresholds"]["consecutive"].as_u64()), (Some(true), Some(4)), "set on the page: {tamper}");
+    assert_eq!(tamper["thresholds"]["blur_ratio"], 0.5, "the refused value was not stored: {tamper}");
     assert!(added["width"].as_u64().unwrap_or(0) > 0, "{added}");
 
     // Staff viewing, acknowledging and adding a camera are in the audit log, by name.

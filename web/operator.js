@@ -10,6 +10,23 @@
 
 // Every fixed text as [Chinese, English]; functions take the values they show.
 const T = {
+  tamperSettings: ["检测设置", "Tamper settings"],
+  tamperTitle: [(n) => `${n} 的遮挡/移位检测`, (n) => `Tamper checks of ${n}`],
+  tamperHint: ["每项检测在连续若干张快照中出现才报警。数值对本摄像头生效，保存后立即使用。",
+    "A condition must show in several snapshots in a row before it alarms. These values are this camera's own and apply at once."],
+  tamperReset: ["恢复默认", "Back to defaults"],
+  tamperSaved: ["已保存", "Saved"],
+  tamperOwn: ["本摄像头自定", "this camera's own"],
+  tamperDefault: ["使用默认值", "the centre's defaults"],
+  th_uniform_spread: ["遮挡：亮度范围低于", "Covered: luma spread below"],
+  th_dark_mean: ["遮挡：平均亮度低于", "Covered: mean luma below"],
+  th_frozen_mad: ["冻结：画面差异不超过", "Frozen: difference at most"],
+  th_frozen_pictures: ["冻结：连续张数", "Frozen: pictures in a row"],
+  th_blur_ratio: ["模糊：清晰度低于正常的", "Blurred: sharpness below share of normal"],
+  th_moved_similarity: ["移位：与基准相似度低于", "Moved: similarity to the reference below"],
+  th_consecutive: ["报警前连续张数", "Pictures in a row before an alarm"],
+  th_clear_after: ["恢复前连续正常张数", "Healthy pictures before clearing"],
+  th_reference_pictures: ["自动基准张数", "Pictures for the automatic reference"],
   title: ["Cradle 值班台", "Cradle operator console"],
   status: ["录像状态", "Recording status"],
   admin: ["管理", "Administration"],
@@ -371,6 +388,7 @@ function renderTile(cam) {
   };
   button("live", t("live"), () => play(cam));
   button("secondary confirm", t("confirmView"), () => confirmView(cam), { title: t("confirmViewHint") });
+  button("secondary tamper", t("tamperSettings"), () => openTamper(cam));
   if (cam.source === "database") button("secondary edit", t("edit"), () => openForm("edit", cam));
   else actions.appendChild(el("span", { class: "muted" }, t("inConfig")));
 
@@ -890,6 +908,69 @@ async function saveCamera(ev) {
 
 // ---- header, language, start-up ----
 
+// ---- tamper thresholds of one camera ----
+
+const THRESHOLDS = ["uniform_spread", "dark_mean", "frozen_mad", "frozen_pictures", "blur_ratio",
+  "moved_similarity", "consecutive", "clear_after", "reference_pictures"];
+const WHOLE = new Set(["frozen_pictures", "consecutive", "clear_after", "reference_pictures"]);
+let tamperCam = null; // { id, name, loaded: thresholds as the server answered }
+
+function tamperSay(text, cls = "") {
+  $("tamper-result").textContent = text;
+  $("tamper-result").className = cls;
+}
+
+function renderTamper(status) {
+  const box = $("tamper-fields");
+  box.replaceChildren(...THRESHOLDS.map((k) => {
+    const input = el("input", { name: k, type: "number", step: WHOLE.has(k) ? "1" : "any", required: "" });
+    input.value = status.thresholds[k];
+    const label = el("label", {});
+    label.append(el("span", {}, t(`th_${k}`)), input);
+    return label;
+  }));
+  tamperCam.loaded = status.thresholds;
+  $("tamper-title").textContent = `${t("tamperTitle", tamperCam.name)} · ${status.overridden ? t("tamperOwn") : t("tamperDefault")}`;
+}
+
+async function openTamper(cam) {
+  tamperCam = { id: cam.id, name: cam.name || cam.id, loaded: null };
+  tamperSay("");
+  $("tamper-box").hidden = false;
+  try {
+    renderTamper(await api("GET", `/api/v1/cameras/${encodeURIComponent(cam.id)}/tamper`));
+  } catch (e) {
+    if (e.status !== 401) tamperSay(e.message, "err");
+  }
+  $("tamper-box").scrollIntoView({ block: "start", behavior: "smooth" });
+}
+
+async function saveTamper(ev) {
+  ev.preventDefault();
+  if (!tamperCam || !tamperCam.loaded) return;
+  const changes = {};
+  for (const k of THRESHOLDS) {
+    const v = Number($("tamper-form").elements[k].value);
+    if (v !== tamperCam.loaded[k]) changes[k] = v;
+  }
+  try {
+    renderTamper(await api("PUT", `/api/v1/cameras/${encodeURIComponent(tamperCam.id)}/tamper`, changes));
+    tamperSay(t("tamperSaved"), "ok");
+  } catch (e) {
+    if (e.status !== 401) tamperSay(e.message, "err");
+  }
+}
+
+async function resetTamper() {
+  if (!tamperCam) return;
+  try {
+    renderTamper(await api("DELETE", `/api/v1/cameras/${encodeURIComponent(tamperCam.id)}/tamper`));
+    tamperSay(t("tamperSaved"), "ok");
+  } catch (e) {
+    if (e.status !== 401) tamperSay(e.message, "err");
+  }
+}
+
 function applyLang() {
   op.lang = lang;
   document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
@@ -897,6 +978,7 @@ function applyLang() {
   for (const e of document.querySelectorAll("[data-t]")) e.textContent = t(e.dataset.t);
   renderFormTexts();
   if (form) updateSave();
+  if (tamperCam && tamperCam.loaded) openTamper({ id: tamperCam.id, name: tamperCam.name });
   renderAll();
   if (msgFn) say(msgFn, $("msg").className === "ok");
   if (op.live.state === "playing") playerSay(t("playing"));
@@ -938,6 +1020,9 @@ if (video.requestVideoFrameCallback) video.requestVideoFrameCallback(onVideoFram
 $("player-stop").addEventListener("click", () => stopLive(true));
 $("add-camera").addEventListener("click", () => openForm("add", null));
 $("form-close").addEventListener("click", closeForm);
+$("tamper-close").addEventListener("click", () => { tamperCam = null; $("tamper-box").hidden = true; });
+$("tamper-form").addEventListener("submit", saveTamper);
+$("tamper-reset").addEventListener("click", resetTamper);
 $("form-test").addEventListener("click", testConnection);
 $("camera-form").addEventListener("submit", saveCamera);
 $("camera-form").addEventListener("input", updateSave);

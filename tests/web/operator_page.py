@@ -156,6 +156,30 @@ def confirm_view(page, cam):
     emit({"event": "reference", "camera": cam, "text": text})
 
 
+def tune_tamper(page, cam):
+    """Opens the camera's tamper settings, sets "pictures in a row" to 4 and saves."""
+    click(page, f"Tamper settings on {cam}", f"{tile(cam)}.querySelector('button.tamper')")
+    page.wait(f"the tamper settings of {cam}",
+              "!document.getElementById('tamper-box').hidden && !!document.getElementById('tamper-form').elements['consecutive']",
+              timeout=10)
+    before = page.js("document.getElementById('tamper-form').elements['consecutive'].value")
+    if before != "3":
+        fail(f"the tamper settings show consecutive = {before!r}, the default is 3")
+    page.js("(() => { document.getElementById('tamper-form').elements['consecutive'].value = '4'; return true; })()")
+    click(page, "Save tamper settings", "document.getElementById('tamper-save')")
+    page.wait("the tamper settings saved", "document.getElementById('tamper-result').className === 'ok'", timeout=10)
+    # A value the server refuses is shown, not swallowed.
+    page.js("(() => { document.getElementById('tamper-form').elements['blur_ratio'].value = '7'; return true; })()")
+    click(page, "Save tamper settings", "document.getElementById('tamper-save')")
+    err = page.wait("the refused threshold explained",
+                    "document.getElementById('tamper-result').className === 'err' && document.getElementById('tamper-result').textContent",
+                    timeout=10)
+    if "blur_ratio" not in err:
+        fail(f"the refusal does not name blur_ratio: {err!r}")
+    click(page, "Close tamper settings", "document.getElementById('tamper-close')")
+    emit({"event": "tamper", "camera": cam, "consecutive": 4})
+
+
 def play_live(page, cam):
     click(page, f"Live on {cam}", f"{tile(cam)}.querySelector('button.live')")
     page.wait(f"live video of {cam} playing (frames presented)",
@@ -318,6 +342,7 @@ def main():
         emit({"event": "grid", "cameras": sizes})
 
         confirm_view(page, cameras[0])
+        tune_tamper(page, cameras[0])
         play_live(page, cameras[0])
         acknowledge(page, a.killed, a.username)
         add_camera(page, a.add_id, a.add_url)
