@@ -82,6 +82,10 @@ pub const ALL_KINDS: [AlarmKind; 16] = [
     AlarmKind::CameraMoved,
 ];
 
+/// What the snapshot task's tamper checks raise.
+pub const TAMPER_KINDS: [AlarmKind; 4] =
+    [AlarmKind::LensCovered, AlarmKind::PictureFrozen, AlarmKind::PictureBlurred, AlarmKind::CameraMoved];
+
 impl AlarmKind {
     pub fn as_str(self) -> &'static str {
         match self {

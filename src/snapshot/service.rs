@@ -127,11 +127,50 @@ struct Cam {
     /// detector) left raised that this one does not see are cleared.
     checked: u32,
     settled: bool,
+    /// Decommissioned: not checked any more.
+    retired: bool,
     cost: Cost,
     last_error: Option<String>,
 }
 
 impl Cam {
+    /// Checks a new picture: the alarms to raise (true) and clear (false).
+    fn check(&mut self, luma: &Luma) -> Vec<(Kind, bool, String)> {
+        self.retired = false;
+        let started = thread_cpu_ns();
+        let changes = self.detector.check(luma, true);
+        self.cost.cpu_ns += thread_cpu_ns().saturating_sub(started);
+        self.checked += 1;
+        let mut changes: Vec<(Kind, bool, String)> = changes
+            .into_iter()
+            .map(|c| match c {
+                Change::Raised { kind, detail } => (kind, true, detail),
+                Change::Cleared { kind, detail } => (kind, false, detail),
+            })
+            .collect();
+        // Alarms a previous run or detector left raised, which this one does not see
+        // after enough pictures to have raised them itself, are over.
+        let enough = self.thresholds.consecutive.max(self.thresholds.frozen_pictures) + self.thresholds.clear_after;
+        if !self.settled && self.checked >= enough {
+            self.settled = true;
+            for k in TAMPER_KINDS {
+                if !self.detector.active().contains(&k) && !changes.iter().any(|c| c.0 == k) {
+                    changes.push((k, false, "the picture looks right again".into()));
+                }
+            }
+        }
+        changes
+    }
+
+    /// A decommissioned camera: no more checks, and its tamper alarms cleared (once).
+    fn retire(&mut self) -> Vec<(Kind, bool, String)> {
+        if std::mem::replace(&mut self.retired, true) {
+            return Vec::new();
+        }
+        let why = "the camera was decommissioned; it is no longer tamper-checked";
+        TAMPER_KINDS.iter().map(|k| (*k, false, why.to_owned())).collect()
+    }
+
     fn new(thresholds: Thresholds) -> Cam {
         Cam {
             latest: None,
@@ -146,6 +185,7 @@ impl Cam {
             bps: None,
             checked: 0,
             settled: false,
+            retired: false,
             cost: Cost::default(),
             last_error: None,
         }
@@ -198,19 +238,29 @@ impl Snapshots {
                 _ = tick.tick() => {}
                 _ = stop.cancelled() => return,
             }
+            // A decommissioned camera is still recorded and shown, but not tamper-checked.
+            let retired: Vec<String> = match crate::watchdog::site::decommissioned(&self.db).await {
+                Ok(list) => list.into_iter().map(|d| d.camera).collect(),
+                Err(e) => {
+                    warn!("snapshot: reading decommissioned cameras: {e}");
+                    Vec::new()
+                }
+            };
             for hub in fleet.hubs() {
                 if stop.is_cancelled() {
                     return;
                 }
-                if let Err(e) = self.pass(&hub).await {
+                let checked = !retired.iter().any(|c| c == hub.id().as_str());
+                if let Err(e) = self.pass(&hub, checked).await {
                     warn!(camera = %hub.id(), "snapshot: {e}");
                 }
             }
         }
     }
 
-    /// One camera: its rates, and if a new keyframe arrived, decode and check it.
-    pub async fn pass(&self, hub: &CameraHub) -> Result<(), DbError> {
+    /// One camera: its rates, and if a new keyframe arrived, decode it and, when
+    /// `checked`, check it (else its tamper alarms are cleared, once).
+    pub async fn pass(&self, hub: &CameraHub, checked: bool) -> Result<(), DbError> {
         let camera = hub.id().as_str().to_owned();
         self.load(&camera).await?;
         let now = now_us();
@@ -260,30 +310,10 @@ impl Snapshots {
             };
             cam.last_error = None;
             cam.cost.snapshots += 1;
-            let started = thread_cpu_ns();
-            let changes = cam.detector.check(&decoded.luma, true);
-            cam.cost.cpu_ns += thread_cpu_ns().saturating_sub(started);
-            cam.checked += 1;
-            let mut changes: Vec<(Kind, bool, String)> = changes
-                .into_iter()
-                .map(|c| match c {
-                    Change::Raised { kind, detail } => (kind, true, detail),
-                    Change::Cleared { kind, detail } => (kind, false, detail),
-                })
-                .collect();
-            // Alarms a previous run or detector left raised, which this one does not see
-            // after enough pictures to have raised them itself, are over.
-            if !cam.settled && cam.checked >= cam.thresholds.consecutive.max(cam.thresholds.frozen_pictures) + cam.thresholds.clear_after {
-                cam.settled = true;
-                for k in TAMPER_KINDS {
-                    if !cam.detector.active().contains(&k) && !changes.iter().any(|c| c.0 == k) {
-                        changes.push((k, false, "the picture looks right again".into()));
-                    }
-                }
-            }
             let picture = Arc::new(Picture::new(&key, decoded));
             let jpeg = (picture.jpeg.clone(), picture.taken_us);
-            cam.latest = Some(picture);
+            cam.latest = Some(picture.clone());
+            let changes = if checked { cam.check(&picture.luma) } else { cam.retire() };
             (changes, jpeg)
         };
         for (kind, raised, detail) in changes {

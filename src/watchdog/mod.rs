@@ -35,7 +35,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::alarms::{AlarmKind, AlarmQuery, Alarms};
+use crate::alarms::{AlarmKind, AlarmQuery, Alarms, TAMPER_KINDS};
 use crate::config::Config;
 use crate::db::Db;
 use crate::fleet::Fleet;
@@ -179,7 +179,7 @@ impl Watchdog {
         }
         for id in gone {
             cams.remove(&id);
-            for kind in CAMERA_KINDS {
+            for kind in CAMERA_KINDS.into_iter().chain(TAMPER_KINDS) {
                 let why = format!("camera {id:?} is no longer recorded by this server");
                 self.apply(known, Some(&id), kind, Verdict::Good(why)).await;
             }
@@ -241,7 +241,9 @@ impl Watchdog {
         let hubs = self.fleet.hubs();
         for a in live {
             let Some(cam) = a.camera_id.as_deref() else { continue };
-            let Some(kind) = AlarmKind::parse(&a.kind).filter(|k| CAMERA_KINDS.contains(k)) else { continue };
+            let Some(kind) = AlarmKind::parse(&a.kind).filter(|k| CAMERA_KINDS.contains(k) || TAMPER_KINDS.contains(k)) else {
+                continue;
+            };
             if hubs.iter().any(|h| h.id().as_str() == cam) {
                 continue;
             }
