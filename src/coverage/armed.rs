@@ -228,6 +228,7 @@ mod tests {
             ack_note: None,
             notify_count: 1,
             breaks_armed: breaks,
+            snapshot: None,
             raised_at_us: 0,
             notified_at_us: None,
         }

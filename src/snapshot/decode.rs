@@ -434,7 +434,7 @@ impl JpegEncoder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     use base64::Engine;
@@ -442,14 +442,14 @@ mod tests {
 
     /// camsim's clips (see scripts/make-clips.sh): Annex B, an AUD in front of every
     /// picture, parameter sets in front of every IDR, first picture an IDR.
-    struct Clip {
+    pub(crate) struct Clip {
         encoding: &'static str,
         data: &'static [u8],
         width: u32,
         height: u32,
     }
 
-    const H264_1080P: Clip = Clip {
+    pub(crate) const H264_1080P: Clip = Clip {
         encoding: "h264",
         data: include_bytes!("../../assets/clips/h264-1080p.h264"),
         width: 1920,
@@ -488,7 +488,7 @@ mod tests {
 
     /// The clip's first picture as the hub carries it: MP4 form, with the sample entry
     /// retina builds from the SDP's parameter sets, exactly as ingest does.
-    fn first_keyframe(clip: &Clip) -> Frame {
+    pub(crate) fn first_keyframe(clip: &Clip) -> Frame {
         let h264 = clip.encoding == "h264";
         let nal_type = |n: &[u8]| if h264 { n[0] & 0x1f } else { (n[0] >> 1) & 0x3f };
         let (aud, param_types): (u8, &[u8]) = if h264 { (9, &[7, 8]) } else { (35, &[32, 33, 34]) };

@@ -590,3 +590,76 @@ pub fn thread_cpu_ns() -> u64 {
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{CameraFields, EnvRefs, SnapshotsConfig};
+    use crate::snapshot::decode::tests::{first_keyframe, H264_1080P};
+
+    /// The task end to end on a real (SQLite) store and a real hub, with one keyframe of
+    /// camsim's clip arriving again and again (a hung encoder): each arrival is decoded
+    /// and checked once, `picture_frozen` is raised with the picture attached, an alarm
+    /// a previous run left is cleared once this detector has seen enough, and a
+    /// decommissioned camera's alarms are cleared and it is checked no more.
+    #[tokio::test]
+    async fn each_new_keyframe_is_checked_once_and_a_repeated_picture_raises_frozen() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/s.db", dir.path().display())).await.unwrap();
+        let alarms = Alarms::new(db.clone(), Default::default(), "test".into());
+        let shots = Snapshots::new(db.clone(), alarms.clone(), &SnapshotsConfig::default());
+        let fields = CameraFields {
+            id: "cam".into(),
+            name: None,
+            url: "rtsp://127.0.0.1:9/x".into(),
+            username: None,
+            password: None,
+            sub_url: None,
+            transport: None,
+            retention_days: None,
+        };
+        let hub = CameraHub::new(fields.validate(EnvRefs::Literal).unwrap());
+        // A previous run left this raised; nothing will see the camera moved now.
+        let left = alarms.raise(Some("cam"), AlarmKind::CameraMoved, "from the previous run").await.unwrap().unwrap();
+
+        shots.pass(&hub, true).await.unwrap();
+        assert_eq!(shots.status("cam").snapshots, 0, "no keyframe yet: nothing decoded");
+        let key = first_keyframe(&H264_1080P);
+        let arriving = |us: i64| {
+            Arc::new(Frame { arrival_us: us, ts_90k: 0, is_key: true, data: key.data.clone(), params: key.params.clone() })
+        };
+        let mut frozen = None;
+        for i in 1..=6 {
+            hub.publish(&arriving(now_us() + i));
+            shots.pass(&hub, true).await.unwrap();
+            shots.pass(&hub, true).await.unwrap(); // the same keyframe again: not decoded, not checked
+            assert_eq!(shots.status("cam").snapshots, i as u64);
+            if frozen.is_none() {
+                frozen = alarms.live(Some("cam"), AlarmKind::PictureFrozen).await.unwrap();
+                if let Some(a) = &frozen {
+                    // The first picture has nothing to compare with; then 3 identical ones.
+                    assert_eq!(i, 4, "raised at the 4th picture: {a:?}");
+                }
+            }
+        }
+        let frozen = frozen.expect("picture_frozen raised");
+        assert_eq!(frozen.snapshot.as_deref(), Some(format!("/api/v1/alarms/{}/snapshot.jpg", frozen.id).as_str()));
+        let (jpeg, _) = alarms.snapshot(frozen.id).await.unwrap().expect("the picture is kept");
+        assert_eq!(&jpeg[..2], &[0xff, 0xd8]);
+        assert_eq!(shots.status("cam").active, vec!["picture_frozen"]);
+        let left = alarms.get(left.id).await.unwrap().unwrap();
+        assert!(left.cleared_at.is_some(), "the previous run's alarm is over: {left:?}");
+        assert!(shots.costs()[0].1.cpu_ns > 0, "the cost is measured");
+
+        // Decommissioned: its tamper alarms end, and it is not checked any more.
+        hub.publish(&arriving(now_us() + 100));
+        shots.pass(&hub, false).await.unwrap();
+        assert!(alarms.live(Some("cam"), AlarmKind::PictureFrozen).await.unwrap().is_none());
+        for i in 0..4 {
+            hub.publish(&arriving(now_us() + 200 + i));
+            shots.pass(&hub, false).await.unwrap();
+        }
+        assert!(alarms.live(Some("cam"), AlarmKind::PictureFrozen).await.unwrap().is_none(), "not checked");
+        assert_eq!(shots.status("cam").snapshots, 11, "still decoded for the console");
+    }
+}
