@@ -103,7 +103,8 @@ enum Command {
         #[arg(long, env = "CRADLE_CONFIG")]
         config: PathBuf,
     },
-    /// Serve simulated RTSP cameras (rtsp://LISTEN/cam1 … camN, and camK-h265).
+    /// Serve simulated RTSP cameras (rtsp://LISTEN/cam1 … camN, and camK-h265), and
+    /// clips of your own (--clip).
     Camsim {
         #[arg(long, default_value = "127.0.0.1:8554")]
         listen: SocketAddr,
@@ -124,6 +125,11 @@ enum Command {
         /// Fault: every connection is dropped after playing for this many seconds.
         #[arg(long)]
         drop_after_secs: Option<f64>,
+        /// Also serve rtsp://LISTEN/NAME, looping the Annex B file PATH (H.264, or H.265
+        /// if it ends in .h265/.hevc) at 25 fps: IDR first, closed GOPs, no B-frames
+        /// (see scripts/make-tamper-clips.sh). Read and checked at start. Repeatable.
+        #[arg(long = "clip", value_name = "NAME=PATH")]
+        clips: Vec<cradle::camsim::ExtraClip>,
     },
 }
 
@@ -328,17 +334,24 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        Command::Camsim { listen, streams, username, password, clock_offset_ms, rtp_clock_ppm, drop_after_secs } => {
-            let l = tokio::net::TcpListener::bind(listen).await?;
-            println!("camsim: rtsp://{}/cam1 … cam{streams} (H.264), camK-h265 (H.265)", l.local_addr()?);
-            let shutdown = CancellationToken::new();
-            tokio::spawn(on_signal(shutdown.clone()));
+        Command::Camsim { listen, streams, username, password, clock_offset_ms, rtp_clock_ppm, drop_after_secs, clips } => {
             let faults = cradle::camsim::Faults {
                 clock_offset_ms,
                 rtp_clock_ppm,
                 drop_after: drop_after_secs.map(|s| std::time::Duration::from_secs_f64(s.max(0.1))),
             };
-            cradle::camsim::serve(l, cradle::camsim::Options { streams, username, password, faults }, shutdown).await?;
+            let names: Vec<(String, PathBuf)> = clips.iter().map(|c| (c.name.clone(), c.path.clone())).collect();
+            let opts = cradle::camsim::Options { streams, username, password, faults, extra: clips };
+            // Clips are read and checked before the port opens: a bad file fails at once.
+            let camsim = cradle::camsim::Camsim::build(opts)?;
+            let l = tokio::net::TcpListener::bind(listen).await?;
+            println!("camsim: rtsp://{}/cam1 … cam{streams} (H.264), camK-h265 (H.265)", l.local_addr()?);
+            for (name, path) in names {
+                println!("camsim: rtsp://{}/{name} ← {}", l.local_addr()?, path.display());
+            }
+            let shutdown = CancellationToken::new();
+            tokio::spawn(on_signal(shutdown.clone()));
+            camsim.run(l, shutdown).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

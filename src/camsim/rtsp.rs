@@ -28,7 +28,7 @@ use tracing::{debug, info};
 use super::auth::Auth;
 use super::clip::FPS;
 use super::rtp::Sender;
-use super::{Faults, Mount, Options, Sources};
+use super::{Faults, Library, Mount, Options};
 
 /// RFC 2326 §12.37: advertised session timeout. Clients keep alive at half.
 const SESSION_TIMEOUT_S: u32 = 60;
@@ -45,12 +45,12 @@ const PUBLIC: &str = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAM
 pub(crate) struct Shared {
     streams: usize,
     auth: Option<Auth>,
-    sources: &'static Sources,
+    library: Library,
     faults: Faults,
 }
 
 impl Shared {
-    pub(crate) fn new(opts: Options, sources: &'static Sources) -> Self {
+    pub(crate) fn new(opts: Options, library: Library) -> Self {
         let auth = match (opts.username, opts.password) {
             (None, None) => None,
             (u, p) => Some(Auth::new(u.unwrap_or_default(), p.unwrap_or_default())),
@@ -58,7 +58,7 @@ impl Shared {
         Shared {
             streams: opts.streams,
             auth,
-            sources,
+            library,
             faults: opts.faults,
         }
     }
@@ -386,7 +386,7 @@ impl Conn {
     }
 
     fn mount(&self, req: &Request) -> Option<Mount> {
-        Mount::resolve(url_path(&req.url), self.shared.streams)
+        self.shared.library.resolve(url_path(&req.url), self.shared.streams)
     }
 
     fn describe(&mut self, req: &Request) -> Reply {
@@ -408,7 +408,7 @@ impl Conn {
              a=control:*\r\n\
              a=range:npt=0-\r\n\
              {media}",
-            media = self.shared.sources.get(mount.codec()).sdp_media,
+            media = self.shared.library.source(&mount).sdp_media,
         );
         let mut reply = Reply::status(200).header(
             "Content-Base",
@@ -485,7 +485,7 @@ impl Conn {
         let Some(s) = self.session.as_mut() else {
             return Reply::status(454);
         };
-        if Mount::resolve(url_path(&req.url), self.shared.streams) != Some(s.mount) {
+        if self.shared.library.resolve(url_path(&req.url), self.shared.streams).as_ref() != Some(&s.mount) {
             return Reply::status(404);
         }
         if s.playing.is_none() {
@@ -565,10 +565,10 @@ impl Conn {
             s.sender.frame_ts(p.base_frame).wrapping_add(s.sender.ticks(ticks))
         });
         self.out.clear();
-        match (&mut s.garbage, s.mount) {
-            (Some(rng), _) => s.sender.stamp_garbage(rng, k, &mut self.out),
-            (None, mount) => {
-                let frames = &self.shared.sources.get(mount.codec()).packets.frames;
+        match &mut s.garbage {
+            Some(rng) => s.sender.stamp_garbage(rng, k, &mut self.out),
+            None => {
+                let frames = &self.shared.library.source(&s.mount).packets.frames;
                 let frame = &frames[(k % frames.len() as u64) as usize];
                 s.sender.stamp(frame, k, &mut self.out);
             }

@@ -597,3 +597,42 @@ pub fn now_rfc3339() -> String {
 pub fn secs(v: &Value) -> f64 {
     cradle::time::parse_rfc3339(v.as_str().unwrap()).unwrap() as f64 / 1e6
 }
+
+/// `cradle camsim` on `port` with one built-in camera and `clips` served at `/NAME`
+/// (`--clip NAME=PATH`). Waits for the port, and fails with camsim's error if it refused
+/// a clip (it reads and checks them all before serving).
+pub async fn camsim_with_clips(port: u16, clips: &[(&str, &Path)]) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["camsim", "--listen", &format!("127.0.0.1:{port}"), "--streams", "1"]);
+    for (name, path) in clips {
+        cmd.arg("--clip").arg(format!("{name}={}", path.display()));
+    }
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start camsim");
+    let stderr = child.stderr.take().unwrap();
+    // Keep draining camsim's log so it never blocks on a full pipe; keep it for errors.
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            if s.len() < 64 * 1024 {
+                s.push_str(&line);
+                s.push('\n');
+            }
+        }
+    });
+    let mut p = Proc(Some(child));
+    let start = Instant::now();
+    loop {
+        if let Some(status) = p.0.as_mut().unwrap().try_wait().unwrap() {
+            std::thread::sleep(Duration::from_millis(100));
+            panic!("camsim exited ({status}):\n{}", log.lock().unwrap());
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return p;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "camsim did not listen on {port}:\n{}", log.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
