@@ -81,29 +81,7 @@ fn clip_path(name: &str) -> PathBuf {
 
 // ---- level 1: the clips' keyframes through the decoder and the detector ------------------
 
-/// NAL units of an Annex B stream (start codes and trailing zero bytes removed).
-fn nal_units(data: &[u8]) -> Vec<&[u8]> {
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while i + 3 <= data.len() {
-        if data[i..i + 3] == [0, 0, 1] {
-            starts.push(i + 3);
-            i += 3;
-        } else {
-            i += 1;
-        }
-    }
-    starts
-        .iter()
-        .enumerate()
-        .map(|(k, &s)| {
-            let end = starts.get(k + 1).map_or(data.len(), |&next| next - 3);
-            let nal = &data[s..end];
-            &nal[..nal.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1)]
-        })
-        .filter(|nal| !nal.is_empty())
-        .collect()
-}
+use cradle::camsim::split_annex_b as nal_units;
 
 /// Every keyframe of an H.264 clip as the hub carries it: MP4 form (length-prefixed NAL
 /// units, no AUDs or parameter sets), with the sample entry retina builds from the

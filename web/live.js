@@ -158,19 +158,6 @@ function setState(state) {
   $("stage").hidden = !(state === "connecting" || state === "playing");
 }
 
-function gathered(pc, ms) {
-  return new Promise((done) => {
-    if (pc.iceGatheringState === "complete") return done();
-    const timer = setTimeout(done, ms);
-    pc.addEventListener("icegatheringstatechange", () => {
-      if (pc.iceGatheringState === "complete") {
-        clearTimeout(timer);
-        done();
-      }
-    });
-  });
-}
-
 async function start(cam) {
   if (sess) stop(false);
   if (!window.RTCPeerConnection) return say(() => t("noWebrtc"));
@@ -196,26 +183,19 @@ async function start(cam) {
     else if (st === "disconnected") check(s, false);
   };
   try {
-    await pc.setLocalDescription(await pc.createOffer());
-    await gathered(pc, 1000);
-    if (sess !== s) return;
-    s.posted = true; // candidates from now on go by PATCH (WHEP §4.3)
-    const endpoint = `/api/v1/cameras/${encodeURIComponent(cam.id)}/whep`;
-    const r = await fetch(endpoint, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/sdp", "X-CSRF-Token": csrf },
-      body: pc.localDescription.sdp,
+    const o = await whepOffer(cam.id, pc, csrf, () => {
+      if (sess !== s) return false;
+      s.posted = true; // candidates from now on go by PATCH (WHEP §4.3)
+      return true;
     });
-    if (r.status === 401) return toLogin();
-    if (r.status !== 201) return refused(s, await r.json().catch(() => ({})), r);
-    const u = new URL(r.headers.get("Location"), new URL(endpoint, window.location.href));
-    s.url = u.origin === window.location.origin ? u.pathname + u.search : u.href;
-    s.etag = r.headers.get("ETag");
-    const answer = await r.text();
+    if (!o) return;
+    if (o.r.status === 401) return toLogin();
+    if (o.r.status !== 201) return refused(s, await o.r.json().catch(() => ({})), o.r);
+    s.url = o.url;
+    s.etag = o.etag;
     if (sess !== s) return remove(s.url); // stopped while the offer was in flight
     live.location = s.url;
-    await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    await pc.setRemoteDescription({ type: "answer", sdp: o.answer });
     flush(s);
     refreshList(); // the family's stream count now includes this one
   } catch (e) {
@@ -242,28 +222,11 @@ function trickle(s, cand) {
 function flush(s) {
   const batch = s.queue.splice(0);
   if (!batch.length || !s.url) return;
-  s.patches = s.patches.then(() => patch(s, batch));
-}
-
-async function patch(s, cands) {
-  const sdp = s.pc.localDescription.sdp;
-  const attr = (name) => (sdp.match(new RegExp(`^a=${name}:(.*)$`, "m")) || ["", ""])[1].trim();
-  const lines = [`a=ice-ufrag:${attr("ice-ufrag")}`, `a=ice-pwd:${attr("ice-pwd")}`,
-    "m=video 9 UDP/TLS/RTP/SAVPF 0", `a=mid:${cands[0].sdpMid ?? "0"}`, ...cands.map((c) => `a=${c.candidate}`)];
-  const headers = { "Content-Type": "application/trickle-ice-sdpfrag", "X-CSRF-Token": csrf };
-  if (s.etag) headers["If-Match"] = s.etag;
-  try {
-    const r = await fetch(s.url, { method: "PATCH", credentials: "same-origin", headers, body: lines.join("\r\n") + "\r\n" });
-    if (!r.ok) console.warn(`trickle ICE PATCH ${s.url}: ${r.status} ${r.statusText}`);
-  } catch (e) {
-    console.warn(`trickle ICE PATCH ${s.url}: ${e}`);
-  }
+  s.patches = s.patches.then(() => whepPatch(s.url, s.etag, csrf, s.pc, batch));
 }
 
 function remove(url) {
-  // keepalive lets the DELETE outlive the page on pagehide.
-  return fetch(url, { method: "DELETE", credentials: "same-origin", keepalive: true, headers: { "X-CSRF-Token": csrf } })
-    .catch((e) => console.warn(`DELETE ${url}: ${e}`));
+  return whepDelete(url, csrf);
 }
 
 function release(s) {

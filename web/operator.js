@@ -604,19 +604,6 @@ function renderStorage() {
 
 // ---- live view (WHEP) ----
 
-function gathered(pc, wait) {
-  return new Promise((done) => {
-    if (pc.iceGatheringState === "complete") return done();
-    const t0 = setTimeout(done, wait);
-    pc.addEventListener("icegatheringstatechange", () => {
-      if (pc.iceGatheringState === "complete") {
-        clearTimeout(t0);
-        done();
-      }
-    });
-  });
-}
-
 // H.264 first (what the cameras send); the others stay as the browser's fallback.
 function preferH264(tr) {
   const caps = window.RTCRtpReceiver && RTCRtpReceiver.getCapabilities && RTCRtpReceiver.getCapabilities("video");
@@ -668,29 +655,22 @@ async function play(cam) {
     if (sess === s && (pc.connectionState === "failed" || pc.connectionState === "closed")) endLive(s, t("connectionLost"));
   };
   try {
-    await pc.setLocalDescription(await pc.createOffer());
-    await gathered(pc, 1000);
-    if (sess !== s) return;
-    s.posted = true; // candidates from now on go by PATCH (WHEP §4.3)
-    const endpoint = `/api/v1/cameras/${encodeURIComponent(cam.id)}/whep`;
-    const r = await fetch(endpoint, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/sdp", "X-CSRF-Token": csrf },
-      body: pc.localDescription.sdp,
+    const o = await whepOffer(cam.id, pc, csrf, () => {
+      if (sess !== s) return false;
+      s.posted = true; // candidates from now on go by PATCH (WHEP §4.3)
+      return true;
     });
-    if (r.status === 401) return toLogin();
-    if (r.status !== 201) {
-      const err = await r.json().catch(() => ({}));
-      return endLive(s, err.code === "offline" ? t("offline") : err.error || `${r.status} ${r.statusText}`);
+    if (!o) return;
+    if (o.r.status === 401) return toLogin();
+    if (o.r.status !== 201) {
+      const err = await o.r.json().catch(() => ({}));
+      return endLive(s, err.code === "offline" ? t("offline") : err.error || `${o.r.status} ${o.r.statusText}`);
     }
-    const u = new URL(r.headers.get("Location"), new URL(endpoint, window.location.href));
-    s.url = u.origin === window.location.origin ? u.pathname + u.search : u.href;
-    s.etag = r.headers.get("ETag");
-    const answer = await r.text();
+    s.url = o.url;
+    s.etag = o.etag;
     if (sess !== s) return removeSession(s.url); // stopped while the offer was in flight
     op.live.location = s.url;
-    await pc.setRemoteDescription({ type: "answer", sdp: answer });
+    await pc.setRemoteDescription({ type: "answer", sdp: o.answer });
     flush(s);
   } catch (e) {
     if (sess !== s) return;
@@ -706,20 +686,11 @@ function flush(s) {
     s.queue.unshift(...batch);
     return;
   }
-  const sdp = s.pc.localDescription.sdp;
-  const attr = (name) => (sdp.match(new RegExp(`^a=${name}:(.*)$`, "m")) || ["", ""])[1].trim();
-  const frag = [`a=ice-ufrag:${attr("ice-ufrag")}`, `a=ice-pwd:${attr("ice-pwd")}`, "m=video 9 UDP/TLS/RTP/SAVPF 0",
-    `a=mid:${batch[0].sdpMid ?? "0"}`, ...batch.map((c) => `a=${c.candidate}`)].join("\r\n") + "\r\n";
-  const headers = { "Content-Type": "application/trickle-ice-sdpfrag", "X-CSRF-Token": csrf };
-  if (s.etag) headers["If-Match"] = s.etag;
-  s.patches = s.patches.then(() => fetch(s.url, { method: "PATCH", credentials: "same-origin", headers, body: frag })
-    .then((r) => { if (!r.ok) console.warn(`trickle ICE PATCH: ${r.status}`); }, (e) => console.warn(`trickle ICE PATCH: ${e}`)));
+  s.patches = s.patches.then(() => whepPatch(s.url, s.etag, csrf, s.pc, batch));
 }
 
 function removeSession(url) {
-  // keepalive lets the DELETE outlive the page on pagehide.
-  return fetch(url, { method: "DELETE", credentials: "same-origin", keepalive: true, headers: { "X-CSRF-Token": csrf } })
-    .then((r) => r.status, (e) => { console.warn(`DELETE ${url}: ${e}`); return null; });
+  return whepDelete(url, csrf);
 }
 
 function release(s) {

@@ -44,6 +44,20 @@ impl From<SnapshotError> for ApiError {
     }
 }
 
+/// Appends an audit entry by `p` about `camera`.
+async fn audit_camera(app: &AppState, p: &crate::auth::Principal, action: Action, camera: &str, detail: Value) -> Result<()> {
+    let entry = NewEntry {
+        actor: Some(p.username.clone()),
+        actor_role: Some(p.role.as_str().to_owned()),
+        action,
+        target: Some(format!("camera {camera}")),
+        addr: p.addr.clone(),
+        detail,
+    };
+    audit::append(&app.db, entry).await?;
+    Ok(())
+}
+
 fn jpeg_response(jpeg: Bytes, taken: WallUs) -> Response {
     let mut r = jpeg.into_response();
     let h = r.headers_mut();
@@ -68,23 +82,13 @@ async fn snapshot(State(app): State<AppState>, Auth(p, _): Auth<Viewers>, Path(i
         )));
     };
     if app.snapshots.audit_due(&p.username, &camera, now_us()) {
-        audit::append(
-            &app.db,
-            NewEntry {
-                actor: Some(p.username.clone()),
-                actor_role: Some(p.role.as_str().to_owned()),
-                action: Action::SnapshotViewed,
-                target: Some(format!("camera {camera}")),
-                addr: p.addr.clone(),
-                detail: json!({
-                    "camera_id": camera,
-                    "taken": format_rfc3339(pic.taken_us),
-                    "bytes": pic.jpeg.len(),
-                    "covers": "this and further views of the camera's snapshots by the same user within 10 minutes",
-                }),
-            },
-        )
-        .await?;
+        let detail = json!({
+            "camera_id": camera,
+            "taken": format_rfc3339(pic.taken_us),
+            "bytes": pic.jpeg.len(),
+            "covers": "this and further views of the camera's snapshots by the same user within 10 minutes",
+        });
+        audit_camera(&app, &p, Action::SnapshotViewed, &camera, detail).await?;
     }
     Ok(jpeg_response(pic.jpeg.clone(), pic.taken_us))
 }
@@ -103,18 +107,7 @@ async fn confirm_reference(
     let hub = app.hub(&id)?;
     let camera = hub.id().as_str();
     let reference = app.snapshots.confirm_reference(camera, &p.username).await?;
-    audit::append(
-        &app.db,
-        NewEntry {
-            actor: Some(p.username.clone()),
-            actor_role: Some(p.role.as_str().to_owned()),
-            action: Action::CentreChanged,
-            target: Some(format!("camera {camera}")),
-            addr: p.addr.clone(),
-            detail: json!({ "camera_id": camera, "tamper_reference": &reference }),
-        },
-    )
-    .await?;
+    audit_camera(&app, &p, Action::CentreChanged, camera, json!({ "camera_id": camera, "tamper_reference": &reference })).await?;
     Ok(Json(json!({ "reference": reference })))
 }
 
@@ -145,17 +138,7 @@ async fn set_tamper(
     let hub = app.hub(&id)?;
     let camera = hub.id().as_str();
     let thresholds = app.snapshots.set_thresholds(camera, changes.clone(), &p.username).await?;
-    audit::append(
-        &app.db,
-        NewEntry {
-            actor: Some(p.username.clone()),
-            actor_role: Some(p.role.as_str().to_owned()),
-            action: Action::CentreChanged,
-            target: Some(format!("camera {camera}")),
-            addr: p.addr.clone(),
-            detail: json!({ "camera_id": camera, "tamper_thresholds": &thresholds, "reset": changes.is_none() }),
-        },
-    )
-    .await?;
+    let detail = json!({ "camera_id": camera, "tamper_thresholds": &thresholds, "reset": changes.is_none() });
+    audit_camera(&app, &p, Action::CentreChanged, camera, detail).await?;
     Ok(Json(serde_json::to_value(app.snapshots.status(camera)).expect("status serialises")))
 }

@@ -105,7 +105,7 @@ pub(crate) struct Clip<'a> {
 /// Splits an Annex B byte stream on `00 00 01` start codes. The zero byte of a
 /// four-byte start code (and any trailing_zero_8bits) is trimmed from the end
 /// of the previous NAL; a NAL unit never ends in 0x00 (H.264 §7.4.1.2.3).
-pub(crate) fn split_annex_b(data: &[u8]) -> Vec<&[u8]> {
+pub fn split_annex_b(data: &[u8]) -> Vec<&[u8]> {
     let mut nals = Vec::new();
     let mut start = None;
     let mut i = 0;

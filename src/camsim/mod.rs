@@ -42,6 +42,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use clip::split_annex_b;
 use clip::{Clip, Codec};
 pub use extra::ExtraClip;
 use rtp::Packetized;
