@@ -1,14 +1,17 @@
 #!/usr/bin/python3
-"""Drives the sign-in and admin pages in headless Chromium over the DevTools protocol,
-as an admin on a phone-sized screen would: open /admin, get sent to /login, sign in,
-land on /admin, see every table filled, add an area through the page (a cookie-
-authenticated write, so the CSRF token must flow), and keep a screenshot.
+"""Drives the sign-in, admin and recording status pages in headless Chromium over the
+DevTools protocol, as an admin on a phone-sized screen would: open /admin, get sent to
+/login, sign in, land on /admin, see every table filled, add an area through the page (a
+cookie-authenticated write, so the CSRF token must flow), switch the language (Chinese,
+then English, kept across a reload; the sign-in and status pages follow the choice and
+switch too), and keep a screenshot.
 
     admin_page.py BASE_URL USERNAME PASSWORD SCREENSHOT.png
 
 Exit 0 when every check holds; otherwise a message on stderr and exit 1. Uses only
 Debian packages: chromium and python3-websocket.
 """
+import json
 import sys
 
 from cdp import Browser
@@ -22,6 +25,99 @@ def fail(msg):
     sys.exit(1)
 
 
+def q(s):
+    return json.dumps(s)
+
+
+def click(page, what, expr):
+    ok = page.js(f"(() => {{ const e = {expr}; if (!e) return false; e.click(); return true; }})()")
+    if not ok:
+        fail(f"{what}: no such element ({expr[:100]}); page: {page.js(page.describe)}")
+
+
+def set_lang(page, want):
+    """Presses the language switch until the page is in `want` ("zh" or "en"); checks the
+    saved choice."""
+    html = "zh-CN" if want == "zh" else "en"
+    for _ in range(2):
+        if page.js("document.documentElement.lang") == html:
+            break
+        click(page, "the language switch", "document.getElementById('lang')")
+    page.wait(f"the page in {want}", f"document.documentElement.lang === {q(html)}", timeout=5)
+    saved = page.js("localStorage.getItem('cradle.lang')")
+    if saved != want:
+        fail(f"the language switch did not save {want!r} to localStorage cradle.lang (it holds {saved!r})")
+
+
+# Texts of the admin page that follow the language; ADMIN_ZH / ADMIN_EN are what they must read.
+ADMIN_TEXTS = ("({title: document.title, h1: document.querySelector('h1').textContent,"
+               " th: document.querySelector('#classrooms th:nth-child(2)').textContent,"
+               " close: (document.querySelector('#classrooms button[data-action=\"close\"]') || {}).textContent,"
+               " placeholder: document.querySelector('#centre-form input[name=\"name\"]').placeholder,"
+               " save: document.querySelector('#centre-form button').textContent,"
+               " option: document.querySelector('select[name=\"kind\"] option[value=\"infant\"]').textContent,"
+               " centre: document.getElementById('centre-body').textContent})")
+ADMIN_ZH = {"title": "Cradle 管理", "h1": "Cradle 管理", "th": "名称", "close": "关闭", "placeholder": "园所名称",
+            "save": "保存园所", "option": "乳儿班（≤ 10）"}
+ADMIN_EN = {"title": "Cradle administration", "h1": "Cradle administration", "th": "Name", "close": "Close",
+            "placeholder": "Centre name", "save": "Save centre", "option": "Infant (≤ 10)"}
+
+
+def check_admin_texts(page, want, expected, centre_word):
+    got = page.js(ADMIN_TEXTS)
+    wrong = {k: got[k] for k, v in expected.items() if got[k] != v}
+    if wrong or centre_word not in got["centre"]:
+        fail(f"after choosing {want} the admin page should read {expected} and the centre line name {centre_word!r}: {got}")
+
+
+def check_languages(page, base, tables_filled):
+    # The admin page, re-rendered in place.
+    set_lang(page, "zh")
+    check_admin_texts(page, "zh", ADMIN_ZH, "时区")
+    set_lang(page, "en")
+    check_admin_texts(page, "en", ADMIN_EN, "time zone")
+    # The choice outlives a reload.
+    page.js("window.__before_reload = true")
+    page.cmd("Page.reload")
+    page.wait("the admin page after a reload", f"!window.__before_reload && {tables_filled}")
+    if page.js("document.documentElement.lang") != "en":
+        fail("the saved language (en) was not used after a reload")
+    check_admin_texts(page, "en", ADMIN_EN, "time zone")
+    set_lang(page, "zh")
+    check_admin_texts(page, "zh", ADMIN_ZH, "时区")
+
+    # The recording status page follows the saved choice and switches too.
+    page.cmd("Page.navigate", url=f"{base}/")
+    status = ("({h1: document.querySelector('h1').textContent, th: document.querySelector('thead th').textContent,"
+              " admin: document.querySelector('a[href=\"/admin\"]').textContent,"
+              " summary: document.getElementById('summary').textContent})")
+    rows = "location.pathname === '/' && document.querySelectorAll('#cams tr').length > 0"
+    page.wait("the status page's cameras", rows)
+    got = page.js(status)
+    if (page.js("document.documentElement.lang") != "zh-CN" or got["h1"] != "Cradle 录像状态" or got["th"] != "摄像头"
+            or got["admin"] != "管理" or "路摄像头正在录像" not in got["summary"]):
+        fail(f"the status page should be in Chinese, as chosen: {got}")
+    set_lang(page, "en")
+    got = page.js(status)
+    if (got["h1"] != "Cradle recording status" or got["th"] != "Camera" or got["admin"] != "Administration"
+            or "cameras recording" not in got["summary"]):
+        fail(f"the status page should be in English after the switch: {got}")
+
+    # The sign-in page too (it needs no session to show).
+    page.cmd("Page.navigate", url=f"{base}/login")
+    page.wait("the sign-in page", "location.pathname === '/login' && !!document.getElementById('login')")
+    login = ("({title: document.title, h1: document.querySelector('h1').textContent,"
+             " button: document.querySelector('#login button[type=submit]').textContent,"
+             " label: document.querySelector('label[for=username]').textContent})")
+    got = page.js(login)
+    if got != {"title": "Cradle sign in", "h1": "Cradle sign in", "button": "Sign in", "label": "Username"}:
+        fail(f"the sign-in page should be in English, as chosen: {got}")
+    set_lang(page, "zh")
+    got = page.js(login)
+    if got != {"title": "Cradle 登录", "h1": "Cradle 登录", "button": "登录", "label": "用户名"}:
+        fail(f"the sign-in page should be in Chinese after the switch: {got}")
+
+
 def main():
     base, username, password, shot = sys.argv[1:5]
     with Browser(fail) as page:
@@ -29,7 +125,8 @@ def main():
         # Signed out, the admin page sends us to the sign-in page, which brings us back.
         page.sign_in(base, "/admin", username, password)
         tables = ["classrooms", "areas", "cameras", "children", "guardians", "users"]
-        filled = " && ".join(f"document.getElementById('{t}').rows.length > 1" for t in tables)
+        # (Null-safe: it is also polled while a reload or navigation is still building the page.)
+        filled = " && ".join(f"(document.getElementById('{t}') || {{rows: []}}).rows.length > 1" for t in tables)
         page.wait("every table filled", filled)
         msg = page.js(MESSAGE)
         if msg:
@@ -50,8 +147,12 @@ def main():
         if page.js("document.getElementById('msg').className") == "err":
             fail(f"error after adding an area: {page.js(MESSAGE)}")
 
+        check_languages(page, base, filled)
+        page.cmd("Page.navigate", url=f"{base}/admin")
+        page.wait("the admin page again, in Chinese", f"location.pathname === '/admin' && {filled}")
+        check_admin_texts(page, "zh", ADMIN_ZH, "时区")
         page.screenshot(shot)
-        print(f"admin page OK at {PHONE_WIDTH}px; screenshot {shot}")
+        print(f"admin page OK at {PHONE_WIDTH}px in Chinese and English; screenshot {shot}")
 
 
 if __name__ == "__main__":
