@@ -11,15 +11,13 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use support::*;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::Command;
 
 on_both_databases!(live_view_is_refused_with_the_reason_the_rules_give);
 
@@ -287,78 +285,22 @@ fn venv_python() -> PathBuf {
     python
 }
 
-/// A player process (browser or aiortc) printing one JSON event per line.
-struct Player {
-    what: &'static str,
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    seen: Vec<Value>,
-}
+/// The players: a parent's phone (Chromium) and a WHEP client (aiortc).
+struct Player;
 
 impl Player {
-    fn spawn(what: &'static str, mut cmd: Command) -> Player {
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {what}: {e}"));
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        Player { what, child, lines, seen: Vec::new() }
-    }
-
     /// Parent's phone: tests/web/live_page.py signs in on /live and taps `camera`.
-    fn chromium(base: &str, user: &str, password: &str, camera: &str, args: &[&str]) -> Player {
+    fn chromium(base: &str, user: &str, password: &str, camera: &str, args: &[&str]) -> Events {
         let mut cmd = Command::new("/usr/bin/python3");
         cmd.arg(repo("tests/web/live_page.py")).args([base, user, password, camera]).args(args);
-        Player::spawn("live_page.py (chromium)", cmd)
+        Events::spawn("live_page.py (chromium)", cmd)
     }
 
     /// aiortc plays `camera` for `seconds` at most, with `token` as Bearer.
-    fn aiortc(base: &str, camera: &str, token: &str, seconds: f64) -> Player {
+    fn aiortc(base: &str, camera: &str, token: &str, seconds: f64) -> Events {
         let mut cmd = Command::new(venv_python());
         cmd.arg(repo("tests/web/whep_aiortc.py")).arg(format!("{base}/api/v1/cameras/{camera}/whep")).arg(token).arg(seconds.to_string());
-        Player::spawn("whep_aiortc.py", cmd)
-    }
-
-    /// The next event named `name` (earlier other events are kept in `seen`).
-    async fn event(&mut self, name: &str, timeout: Duration) -> Value {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let line = match tokio::time::timeout_at(deadline, self.lines.next_line()).await {
-                Ok(Ok(Some(l))) => l,
-                Ok(_) => panic!("{}", self.failure(&format!("ended before its {name:?} event")).await),
-                Err(_) => panic!("{}", self.failure(&format!("no {name:?} event within {timeout:?}")).await),
-            };
-            let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{}: not JSON: {line}", self.what));
-            self.seen.push(v.clone());
-            if v["event"] == name {
-                return v;
-            }
-        }
-    }
-
-    /// Stops the player; says what it printed.
-    async fn failure(&mut self, why: &str) -> String {
-        use tokio::io::AsyncReadExt;
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-        let mut stderr = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut stderr).await;
-        }
-        format!("{}: {why}; events {:?}; stderr:\n{stderr}", self.what, self.seen)
-    }
-
-    /// Waits for the exit, which must be a success.
-    async fn finish(mut self) {
-        while let Ok(Some(l)) = self.lines.next_line().await {
-            self.seen.push(serde_json::from_str(&l).unwrap_or(Value::String(l)));
-        }
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
-        if !matches!(status, Ok(Ok(s)) if s.success()) {
-            panic!("{}", self.failure(&format!("exited with {status:?}")).await);
-        }
+        Events::spawn("whep_aiortc.py", cmd)
     }
 }
 

@@ -9,14 +9,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::Value;
 use support::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::Command;
 
 const PASSWORD: &str = "a long enough password";
 const OPERATOR: &str = "operator1";
@@ -37,60 +34,13 @@ fn udp_ports() -> (u16, u16) {
 }
 
 /// tests/web/operator_page.py in headless Chromium, printing one JSON event per line.
-struct Page {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    seen: Vec<Value>,
-}
+struct Page;
 
 impl Page {
-    fn start(base: &str, user: &str, args: &[&str]) -> Page {
-        let mut child = Command::new("/usr/bin/python3")
-            .arg(repo("tests/web/operator_page.py"))
-            .args([base, user, PASSWORD])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start operator_page.py");
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        Page { child, lines, seen: Vec::new() }
-    }
-
-    /// The next event named `name`; the script's failure message if it ends first.
-    async fn event(&mut self, name: &str, timeout: Duration) -> Value {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let line = match tokio::time::timeout_at(deadline, self.lines.next_line()).await {
-                Ok(Ok(Some(l))) => l,
-                Ok(_) => panic!("{}", self.failure(&format!("ended before its {name:?} event")).await),
-                Err(_) => panic!("{}", self.failure(&format!("no {name:?} event within {timeout:?}")).await),
-            };
-            let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("operator_page.py: not JSON: {line}"));
-            println!("operator_page.py: {v}");
-            self.seen.push(v.clone());
-            if v["event"] == name {
-                return v;
-            }
-        }
-    }
-
-    async fn failure(&mut self, why: &str) -> String {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-        let mut stderr = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            let _ = e.read_to_string(&mut stderr).await;
-        }
-        format!("operator_page.py: {why}; events {:?}; stderr:\n{stderr}", self.seen)
-    }
-
-    async fn finish(mut self) {
-        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
-        if !matches!(status, Ok(Ok(s)) if s.success()) {
-            panic!("{}", self.failure(&format!("exited with {status:?}")).await);
-        }
+    fn start(base: &str, user: &str, args: &[&str]) -> Events {
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.arg(repo("tests/web/operator_page.py")).args([base, user, PASSWORD]).args(args);
+        Events::spawn("operator_page.py", cmd)
     }
 }
 

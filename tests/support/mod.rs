@@ -636,3 +636,68 @@ pub async fn camsim_with_clips(port: u16, clips: &[(&str, &Path)]) -> Proc {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A helper process (a page driven in Chromium, a WebRTC client) that prints one JSON
+/// event per line: `{"event": "…", …}`.
+pub struct Events {
+    what: &'static str,
+    child: tokio::process::Child,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    pub seen: Vec<Value>,
+}
+
+impl Events {
+    pub fn spawn(what: &'static str, mut cmd: tokio::process::Command) -> Events {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {what}: {e}"));
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        Events { what, child, lines, seen: Vec::new() }
+    }
+
+    /// The next event named `name` (earlier other events are kept in `seen`); the
+    /// process's failure message if it ends first.
+    pub async fn event(&mut self, name: &str, timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let line = match tokio::time::timeout_at(deadline, self.lines.next_line()).await {
+                Ok(Ok(Some(l))) => l,
+                Ok(_) => panic!("{}", self.failure(&format!("ended before its {name:?} event")).await),
+                Err(_) => panic!("{}", self.failure(&format!("no {name:?} event within {timeout:?}")).await),
+            };
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("{}: not JSON: {line}", self.what));
+            println!("{}: {v}", self.what);
+            self.seen.push(v.clone());
+            if v["event"] == name {
+                return v;
+            }
+        }
+    }
+
+    /// Stops the process; says what it printed.
+    pub async fn failure(&mut self, why: &str) -> String {
+        use tokio::io::AsyncReadExt;
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr).await;
+        }
+        format!("{}: {why}; events {:?}; stderr:\n{stderr}", self.what, self.seen)
+    }
+
+    /// Waits for the exit, which must be a success.
+    pub async fn finish(mut self) {
+        while let Ok(Some(l)) = self.lines.next_line().await {
+            self.seen.push(serde_json::from_str(&l).unwrap_or(Value::String(l)));
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        if !matches!(status, Ok(Ok(s)) if s.success()) {
+            panic!("{}", self.failure(&format!("exited with {status:?}")).await);
+        }
+    }
+}
