@@ -35,20 +35,6 @@ def click(page, what, expr):
         fail(f"{what}: no such element ({expr[:100]}); page: {page.js(page.describe)}")
 
 
-def set_lang(page, want):
-    """Presses the language switch until the page is in `want` ("zh" or "en"); checks the
-    saved choice."""
-    html = "zh-CN" if want == "zh" else "en"
-    for _ in range(2):
-        if page.js("document.documentElement.lang") == html:
-            break
-        click(page, "the language switch", "document.getElementById('lang')")
-    page.wait(f"the page in {want}", f"document.documentElement.lang === {q(html)}", timeout=5)
-    saved = page.js("localStorage.getItem('cradle.lang')")
-    if saved != want:
-        fail(f"the language switch did not save {want!r} to localStorage cradle.lang (it holds {saved!r})")
-
-
 # Texts of the admin page that follow the language; ADMIN_ZH / ADMIN_EN are what they must read.
 ADMIN_TEXTS = ("({title: document.title, h1: document.querySelector('h1').textContent,"
                " th: document.querySelector('#classrooms th:nth-child(2)').textContent,"
@@ -72,9 +58,9 @@ def check_admin_texts(page, want, expected, centre_word):
 
 def check_languages(page, base, tables_filled):
     # The admin page, re-rendered in place.
-    set_lang(page, "zh")
+    page.set_lang("zh")
     check_admin_texts(page, "zh", ADMIN_ZH, "时区")
-    set_lang(page, "en")
+    page.set_lang("en")
     check_admin_texts(page, "en", ADMIN_EN, "time zone")
     # The choice outlives a reload.
     page.js("window.__before_reload = true")
@@ -83,7 +69,7 @@ def check_languages(page, base, tables_filled):
     if page.js("document.documentElement.lang") != "en":
         fail("the saved language (en) was not used after a reload")
     check_admin_texts(page, "en", ADMIN_EN, "time zone")
-    set_lang(page, "zh")
+    page.set_lang("zh")
     check_admin_texts(page, "zh", ADMIN_ZH, "时区")
 
     # The recording status page follows the saved choice and switches too.
@@ -97,7 +83,7 @@ def check_languages(page, base, tables_filled):
     if (page.js("document.documentElement.lang") != "zh-CN" or got["h1"] != "Cradle 录像状态" or got["th"] != "摄像头"
             or got["admin"] != "管理" or "路摄像头正在录像" not in got["summary"]):
         fail(f"the status page should be in Chinese, as chosen: {got}")
-    set_lang(page, "en")
+    page.set_lang("en")
     got = page.js(status)
     if (got["h1"] != "Cradle recording status" or got["th"] != "Camera" or got["admin"] != "Administration"
             or "cameras recording" not in got["summary"]):
@@ -112,7 +98,7 @@ def check_languages(page, base, tables_filled):
     got = page.js(login)
     if got != {"title": "Cradle sign in", "h1": "Cradle sign in", "button": "Sign in", "label": "Username"}:
         fail(f"the sign-in page should be in English, as chosen: {got}")
-    set_lang(page, "zh")
+    page.set_lang("zh")
     got = page.js(login)
     if got != {"title": "Cradle 登录", "h1": "Cradle 登录", "button": "登录", "label": "用户名"}:
         fail(f"the sign-in page should be in Chinese after the switch: {got}")

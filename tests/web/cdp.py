@@ -89,6 +89,19 @@ class Page:
                 "document.getElementById('login').requestSubmit(); true")
         self.wait(f"{path} after sign-in", f"location.pathname === {json.dumps(path)}")
 
+    def set_lang(self, want):
+        """Presses the page's language switch (#lang) until the page is in `want` ("zh" or
+        "en", as <html lang> shows it), and checks the choice was saved for next time."""
+        html = "zh-CN" if want == "zh" else "en"
+        for _ in range(2):
+            if self.js("document.documentElement.lang") == html:
+                break
+            self.js("document.getElementById('lang').click(); true")
+        self.wait(f"the page in {want}", f"document.documentElement.lang === {json.dumps(html)}", timeout=5)
+        saved = self.js("localStorage.getItem('cradle.lang')")
+        if saved != want:
+            self.fail(f"the language switch did not save {want!r} to localStorage cradle.lang (it holds {saved!r})")
+
     def screenshot(self, path):
         import base64
         png = self.cmd("Page.captureScreenshot", format="png")["data"]

@@ -82,26 +82,14 @@ def click(page, what, expr):
         fail(f"{what}: no such element ({expr[:100]}); page: {page.js(STATE)}")
 
 
-def set_lang(page, want):
-    """Presses the language switch until the page is in `want`; checks the saved choice."""
-    for _ in range(2):
-        if page.js("window.cradleOperator.lang") == want:
-            break
-        click(page, "the language switch", "document.getElementById('lang')")
-    page.wait(f"the page in {want}", f"window.cradleOperator.lang === {q(want)}", timeout=5)
-    saved = page.js("localStorage.getItem('cradle.lang')")
-    if saved != want:
-        fail(f"the language switch did not save {want!r} to localStorage cradle.lang (it holds {saved!r})")
-
-
 def check_languages(page, cameras):
-    set_lang(page, "zh")
+    page.set_lang("zh")
     zh = page.js("({h1: document.querySelector('h1').textContent, html: document.documentElement.lang,"
                  " grid: document.querySelector('#grid-box h2').textContent,"
                  " live: (document.querySelector('#cameras li[data-camera] button.live') || {}).textContent || ''})")
     if zh["html"] != "zh-CN" or "值班台" not in zh["h1"] or "摄像头" not in zh["grid"] or zh["live"] != "实时":
         fail(f"after choosing Chinese the page should be in Chinese: {zh}")
-    set_lang(page, "en")
+    page.set_lang("en")
     en = page.js("({h1: document.querySelector('h1').textContent, html: document.documentElement.lang,"
                  " live: (document.querySelector('#cameras li[data-camera] button.live') || {}).textContent || ''})")
     if en["html"] != "en" or "operator console" not in en["h1"] or en["live"] != "Live":
@@ -112,7 +100,7 @@ def check_languages(page, cameras):
     page.wait("the page after a reload", "!window.__before_reload && !!window.cradleOperator && window.cradleOperator.refreshes > 0", timeout=20)
     if page.js("window.cradleOperator.lang") != "en":
         fail("the saved language was not used after a reload")
-    set_lang(page, "zh")
+    page.set_lang("zh")
 
 
 def wait_grid(page, cameras):
