@@ -177,8 +177,8 @@ CAMSIM_PID=
 CAMSIM_PORT=
 
 # wait_warmup RECORDER N FFMPEG_DIR PID...: waits WARMUP seconds from the start of the
-# recorder(s), then on until every stream is flowing (Cradle: /api/v1/cameras says
-# "recording" for all N; ffmpeg: every camK has a non-empty first segment).
+# recorder(s), then on until every stream is flowing (Cradle: /metrics says all N
+# cameras are recording; ffmpeg: every camK has a non-empty first segment).
 wait_warmup() {
     local what=$1 n=$2 dir=$3; shift 3
     local start=$SECONDS deadline=$((SECONDS + WARMUP + 120)) status="" p k i ok

@@ -6,8 +6,8 @@ Subcommands:
   portfree PORT                    exit 0 if 127.0.0.1:PORT can be bound, 1 if not
   config N CAMSIM_PORT HTTP_PORT DATA_DIR
                                    print a Cradle config recording cam1..camN
-  cradle-ready HTTP_PORT N         exit 0 when /api/v1/cameras lists N cameras, all
-                                   "recording"; 1 otherwise (prints the states)
+  cradle-ready HTTP_PORT N         exit 0 when /metrics shows N cameras, all recording;
+                                   1 otherwise (prints the counts)
   window --seconds S --out FILE --pids P... [--camsim PID] [--metrics URL] [--meta K=V]...
                                    sample the recorder processes, sleep S, sample again,
                                    write the two samples and the deltas as JSON
@@ -200,16 +200,14 @@ def cmd_config(a):
 
 
 def cmd_cradle_ready(a):
+    # /metrics needs no session (the camera list does, since accounts exist).
     try:
-        cams = json.loads(http_get(f"http://127.0.0.1:{a.http_port}/api/v1/cameras", timeout=5))["cameras"]
+        m = parse_metrics(http_get(f"http://127.0.0.1:{a.http_port}/metrics", timeout=5))
     except Exception as e:  # not listening yet
-        print(f"api: {e}")
+        print(f"metrics: {e}")
         return 1
-    states = {}
-    for c in cams:
-        states[c["state"]] = states.get(c["state"], 0) + 1
-    print(" ".join(f"{k}={v}" for k, v in sorted(states.items())))
-    return 0 if len(cams) == a.n and states.get("recording", 0) == a.n else 1
+    print(f"cameras={m['cameras']} recording={m['recording']}")
+    return 0 if m["cameras"] == a.n and m["recording"] == a.n else 1
 
 
 def parse_kv(items):

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::capture::{self, MainDb};
 use crate::config::{CameraConfig, CameraId, RecordingConfig, SpoolConfig};
 use crate::db::Db;
 use crate::hub::{recorder_queue, CameraHub};
@@ -160,7 +161,7 @@ fn spawn(s: &Starter, config: CameraConfig, source: Source) -> Running {
     let (tx, rx) = recorder_queue();
     let rec = Recorder::new(
         hub.clone(),
-        s.db.clone(),
+        MainDb::new(s.db.clone()),
         s.recording.clone(),
         s.spool.clone(),
         s.spool_stats.clone(),
@@ -168,8 +169,8 @@ fn spawn(s: &Starter, config: CameraConfig, source: Source) -> Running {
     );
     let stop = s.shutdown.child_token();
     Running {
-        recorder: tokio::spawn(rec.run(rx)),
-        ingest: tokio::spawn(ingest::run_camera(hub.clone(), tx, Some(s.db.clone()), stop.clone())),
+        recorder: capture::spawn(rec.run(rx)),
+        ingest: ingest::spawn(hub.clone(), tx, Some(s.db.clone()), stop.clone()),
         hub,
         source,
         stop,

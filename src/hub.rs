@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 
+use crate::capture::Unbatched;
 use crate::config::{CameraConfig, CameraId};
 use crate::time::WallUs;
 
@@ -190,15 +191,11 @@ impl CameraHub {
     }
 
     /// Subscribe to this camera's frames (live view, health, snapshots).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {
-        self.fanout.lock().unwrap().broadcast.subscribe()
-    }
-
     /// The frames of the current GOP (keyframe first; empty when none is kept) and a
     /// subscription that continues right after them.
-    pub fn subscribe_with_gop(&self) -> (Vec<Arc<Frame>>, broadcast::Receiver<Arc<Frame>>) {
+    pub fn subscribe_with_gop(&self) -> (Vec<Arc<Frame>>, Subscription) {
         let f = self.fanout.lock().unwrap();
-        (f.gop.clone(), f.broadcast.subscribe())
+        (f.gop.clone(), Subscription { rx: f.broadcast.subscribe(), _now: Unbatched::new() })
     }
 
     /// The latest keyframe, if the current GOP is kept.
@@ -246,6 +243,19 @@ impl CameraHub {
         if f.broadcast.receiver_count() > 0 {
             let _ = f.broadcast.send(frame.clone());
         }
+    }
+}
+
+/// A consumer's place in a camera's frame broadcast. While it exists the capture
+/// thread delivers every frame as it arrives (no batching: live view).
+pub struct Subscription {
+    rx: broadcast::Receiver<Arc<Frame>>,
+    _now: Unbatched,
+}
+
+impl Subscription {
+    pub async fn recv(&mut self) -> Result<Arc<Frame>, broadcast::error::RecvError> {
+        self.rx.recv().await
     }
 }
 

@@ -5,10 +5,11 @@
 //! is written as an event, which is what later explains a gap in the recordings.
 //! Frames come out in MP4 form (length-prefixed NALs, parameters out of band), the
 //! form the recorder writes; they are published once, as `Arc`s, to all consumers.
+//! Sessions run on the [`crate::capture`] thread.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -17,19 +18,23 @@ use retina::client::{
     UdpTransportOptions,
 };
 use retina::codec::{CodecItem, FrameFormat, ParametersRef};
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::capture::{self, MainDb, Unbatched};
 use crate::config::RtspTransport;
 use crate::db::Db;
 use crate::hub::{CameraHub, CameraState, Frame, RecorderMsg, RecorderTx, StreamParams};
-use crate::time::now_us;
+use crate::time::{now_us, WallUs};
 
 /// Limit for each RTSP request (DESCRIBE, SETUP, PLAY).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A camera that sends no frame for this long is treated as gone and reconnected.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new session is read unbatched (see `session`).
+const WARM_UP: Duration = Duration::from_secs(3);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
@@ -41,10 +46,15 @@ enum SessionEnd {
     Failed { error: String, delivered: bool },
 }
 
-/// Runs one camera's RTSP sessions until `shutdown`, reconnecting with backoff. `db`
-/// receives connection events; `None` for a stream that is not recorded (a live-view
-/// sub-stream), whose troubles must not appear as recording gaps.
-pub async fn run_camera(hub: Arc<CameraHub>, tx: RecorderTx, db: Option<Db>, shutdown: CancellationToken) {
+/// Starts one camera's RTSP sessions on the capture thread; they run until `shutdown`,
+/// reconnecting with backoff. `db` receives connection events; `None` for a stream that
+/// is not recorded (a live-view sub-stream), whose troubles must not appear as
+/// recording gaps. Must be called from within the main runtime.
+pub fn spawn(hub: Arc<CameraHub>, tx: RecorderTx, db: Option<Db>, shutdown: CancellationToken) -> JoinHandle<()> {
+    capture::spawn(run_camera(hub, tx, db.map(MainDb::new), shutdown))
+}
+
+async fn run_camera(hub: Arc<CameraHub>, tx: RecorderTx, db: Option<MainDb>, shutdown: CancellationToken) {
     let cam = hub.id().to_string();
     let group = Arc::new(SessionGroup::default().named(cam.clone()));
     let mut backoff = BACKOFF_MIN;
@@ -92,7 +102,7 @@ pub async fn run_camera(hub: Arc<CameraHub>, tx: RecorderTx, db: Option<Db>, shu
     }
 }
 
-async fn record_event(db: Option<&Db>, cam: &str, kind: &str, detail: &str) {
+async fn record_event(db: Option<&MainDb>, cam: &str, kind: &str, detail: &str) {
     let Some(db) = db else { return };
     if let Err(e) = db.insert_event(Some(cam), now_us(), kind, detail).await {
         warn!(camera = %cam, "cannot record event {kind}: {e}");
@@ -102,11 +112,60 @@ async fn record_event(db: Option<&Db>, cam: &str, kind: &str, detail: &str) {
 /// Keeps the camera's wall clock as its RTCP sender report states it (RFC 3550 §6.4.1:
 /// the NTP time at which the report was sent) against the server's clock at arrival,
 /// for the watchdog's clock check. Transit time on a LAN is far below any alarm bound.
-fn note_sender_report(hub: &CameraHub, rtcp: &retina::rtcp::ReceivedCompoundPacket) {
+fn note_sender_report(hub: &CameraHub, rtcp: &retina::rtcp::ReceivedCompoundPacket, arrivals: &ArrivalClock) {
     let Some(Ok(Some(sr))) = rtcp.pkts().next().map(|p| p.as_sender_report()) else { return };
-    let now = now_us();
+    // Read up to a batch late: date it by the frames' clock from its RTP time.
+    let now = match rtcp.rtp_timestamp() {
+        Some(ts) => arrivals.date(now_us(), crate::time::ticks_to_us(ts.elapsed())),
+        None => now_us(),
+    };
     hub.stats.sr_offset_us.store(ntp_to_unix_us(sr.ntp_timestamp().0) - now, Ordering::Relaxed);
     hub.stats.sr_at_us.store(now, Ordering::Relaxed);
+}
+
+/// When each frame reached the server, with the waits it met on the way taken out.
+///
+/// A frame is read late, never early: the capture thread reads in 100 ms batches, and
+/// networks queue. So the server time minus the frame's RTP time has a floor, the
+/// moment the camera's clock started as seen from the server, and every delay only
+/// adds to it. The clock keeps that floor (the lowest offset seen, allowed to rise
+/// slowly so a camera whose clock runs slow is followed) and dates each frame at floor
+/// plus RTP time: as late as the least delayed frame of the last moments (a few
+/// milliseconds) instead of up to a batch late, and never later than it was read. An offset more than a second above
+/// the floor means the camera's clock jumped back; the floor starts again from it.
+#[derive(Default)]
+struct ArrivalClock {
+    floor: Option<(i64, WallUs)>,
+}
+
+impl ArrivalClock {
+    /// How fast the floor may rise: 0.5 %, fifty times any camera clock's error
+    /// (≤ 0.01 %).
+    const RISE_PER_MILLION: i64 = 5_000;
+    const JUMP_US: i64 = 1_000_000;
+
+    /// The arrival time of a frame read at `now` with RTP time `ts_us` (since the
+    /// session's first frame).
+    fn arrival(&mut self, now: WallUs, ts_us: i64) -> WallUs {
+        let offset = now - ts_us;
+        let floor = match self.risen_floor(now) {
+            Some(risen) if offset > risen + Self::JUMP_US => offset,
+            Some(risen) => offset.min(risen),
+            None => offset,
+        };
+        self.floor = Some((floor, now));
+        floor + ts_us
+    }
+
+    /// When something read at `now` that the camera stamped `ts_us` (an RTCP sender
+    /// report) arrived, by the frames' floor; leaves the floor alone.
+    fn date(&self, now: WallUs, ts_us: i64) -> WallUs {
+        self.risen_floor(now).map_or(now, |floor| (floor + ts_us).min(now))
+    }
+
+    fn risen_floor(&self, now: WallUs) -> Option<i64> {
+        self.floor.map(|(floor, at)| floor + (now - at).max(0) * Self::RISE_PER_MILLION / 1_000_000)
+    }
 }
 
 /// NTP 32.32 fixed point, seconds since 1900 (RFC 5905 §6), to µs since the Unix epoch.
@@ -240,15 +299,19 @@ pub async fn probe(cfg: &crate::config::CameraConfig, within: Duration) -> Resul
     }
 }
 
-async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&Db>, group: &Arc<SessionGroup>, run_id: &str) -> SessionEnd {
+async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&MainDb>, group: &Arc<SessionGroup>, run_id: &str) -> SessionEnd {
     let failed = |error: String| SessionEnd::Failed { error, delivered: false };
     let Playing { mut demuxed, stream_i } = match connect(&hub.config, Some(group.clone())).await {
         Ok(p) => p,
         Err(e) => return failed(explain(hub, e)),
     };
+    // The first seconds unbatched: the first frames' arrival times set the floor of the
+    // session's wall clock (see `ArrivalClock`).
+    let mut warming = Some((Unbatched::new(), Instant::now()));
 
     let mut params: Option<Arc<StreamParams>> = None;
     let mut delivered = false;
+    let mut arrivals = ArrivalClock::default();
     loop {
         let item = match timeout(FRAME_TIMEOUT, demuxed.next()).await {
             Err(_) => {
@@ -264,7 +327,7 @@ async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&Db>, group: &Arc<
         let f = match item {
             CodecItem::VideoFrame(f) => f,
             CodecItem::Rtcp(r) if r.stream_id() == stream_i => {
-                note_sender_report(hub, &r);
+                note_sender_report(hub, &r, &arrivals);
                 continue;
             }
             _ => continue,
@@ -283,9 +346,13 @@ async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&Db>, group: &Arc<
                 Err(e) => return SessionEnd::Failed { error: explain(hub, e), delivered },
             }
         }
+        if warming.as_ref().is_some_and(|(_, since)| since.elapsed() >= WARM_UP) {
+            warming = None;
+        }
+        let ts_90k = f.timestamp().elapsed();
         let frame = Arc::new(Frame {
-            ts_90k: f.timestamp().elapsed(),
-            arrival_us: now_us(),
+            ts_90k,
+            arrival_us: arrivals.arrival(now_us(), crate::time::ticks_to_us(ts_90k)),
             is_key: f.is_random_access_point(),
             params: params.clone().expect("set above"),
             data: Bytes::from(f.into_data()),
@@ -310,6 +377,45 @@ async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&Db>, group: &Arc<
 
 #[cfg(test)]
 mod tests {
+    use super::ArrivalClock;
+
+    #[test]
+    fn arrivals_lose_the_batch_delay() {
+        // 25 fps frames arriving every 40 ms from t = 5 s, read at the next 100 ms tick.
+        let mut clock = ArrivalClock::default();
+        let t0 = 5_000_000;
+        let mut worst_late = 0;
+        for k in 0..250i64 {
+            let true_arrival = t0 + 13_000 + k * 40_000;
+            let read_at = (true_arrival / 100_000 + 1) * 100_000;
+            let dated = clock.arrival(read_at, k * 40_000);
+            assert!(dated <= read_at, "never dated after it was read");
+            assert!(dated >= true_arrival - 1, "never dated before it arrived: frame {k}");
+            if k >= 25 {
+                worst_late = worst_late.max(dated - true_arrival);
+            }
+        }
+        // Without the clock, frames would be dated up to 100 ms late; here the least
+        // delayed frame waits 7 ms for its tick, and the floor rises 1 ms in between.
+        assert!(worst_late <= 8_000, "dated up to {worst_late} µs late after the first second");
+    }
+
+    #[test]
+    fn arrivals_follow_a_slow_camera_clock_and_a_jump_back() {
+        let mut clock = ArrivalClock::default();
+        // The camera's clock runs 0.1 % slow: RTP time falls behind server time.
+        let mut last = 0;
+        for k in 0..1000i64 {
+            let now = 1_000_000 + k * 40_000;
+            let dated = clock.arrival(now, k * 39_960);
+            assert!((now - dated).abs() <= 2_000, "frame {k}: dated {dated}, read {now}");
+            last = now;
+        }
+        // The RTP clock jumps back 10 s: dates follow the server clock again at once.
+        let now = last + 40_000;
+        assert_eq!(clock.arrival(now, 1_000 * 39_960 - 10_000_000), now);
+    }
+
     #[test]
     fn ntp_time_converts_to_unix_microseconds() {
         // 1.5 s after the Unix epoch, as camsim's sender report test writes it.

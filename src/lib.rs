@@ -1,7 +1,8 @@
 //! Cradle: an always-armed recorder and live-view server for childcare centres.
 //!
 //! The data flow, top to bottom (see README and ARCHITECTURE):
-//! camera ─RTSP→ [`ingest`] → [`hub`] → [`record`] (segments → spool → uploader)
+//! camera ─RTSP→ [`ingest`] → [`hub`] → [`record`] (segments → spool → uploader; ingest
+//! and recorders on the batching [`capture`] thread)
 //! → [`storage`] + [`db`] index; [`watchdog`] turns hub and spool counters into camera
 //! health and [`alarms`]; [`coverage`] proves from the index, per camera and day, what
 //! was recorded and why not; [`api`] serves state and recordings over HTTP;
@@ -13,6 +14,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod camsim;
+pub mod capture;
 pub mod centre;
 pub mod centre_cli;
 pub mod config;

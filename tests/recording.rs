@@ -327,7 +327,16 @@ async fn unreachable_camera_wrong_password_and_garbage_get_clear_errors_while_ot
     for cam in ["good", "good-h265"] {
         let c = server.camera(cam).await;
         assert_eq!(c["state"], "recording", "{c:#}");
-        let rec = server.recordings(cam, &rfc3339(t_start), &now_rfc3339()).await;
+        // A segment that has just closed is `spooled` until its upload lands.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let rec = loop {
+            let rec = server.recordings(cam, &rfc3339(t_start), &now_rfc3339()).await;
+            if rec["segments"].as_array().unwrap().iter().all(|s| s["state"] == "stored") {
+                break rec;
+            }
+            assert!(std::time::Instant::now() < deadline, "{cam}: segments not stored within 10 s: {rec:#}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
         assert!(rec["segments"].as_array().unwrap().len() >= 2, "{cam} keeps recording: {rec:#}");
         verify_objects(&spec, rec["segments"].as_array().unwrap(), true).await;
     }

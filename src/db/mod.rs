@@ -33,6 +33,9 @@ pub enum DbError {
     Sqlx(#[from] sqlx::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A call handed to another runtime did not complete (that runtime is stopping).
+    #[error("database call interrupted: {0}")]
+    Interrupted(String),
 }
 
 pub type Result<T> = std::result::Result<T, DbError>;

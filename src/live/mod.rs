@@ -378,7 +378,7 @@ impl Live {
         let stop = CancellationToken::new();
         // Nothing records the sub-stream: its recorder queue is drained and dropped.
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        tokio::spawn(crate::ingest::run_camera(feed.clone(), tx, None, stop.clone()));
+        crate::ingest::spawn(feed.clone(), tx, None, stop.clone());
         info!(camera = %hub.id().as_str(), "live view: receiving the sub-stream {}{}", sub.host_str().unwrap_or(""), sub.path());
         subs.insert(hub.id().clone(), (feed.clone(), stop));
         feed

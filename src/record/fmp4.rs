@@ -1054,11 +1054,11 @@ fn trun_samples(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A minimal VisualSampleEntry: the fields this module reads, plus a stub codec box.
-    fn sample_entry(kind: &[u8; 4], w: u16, h: u16) -> Vec<u8> {
+    pub(crate) fn sample_entry(kind: &[u8; 4], w: u16, h: u16) -> Vec<u8> {
         let mut e = Vec::new();
         bx(&mut e, kind, |o| {
             o.extend_from_slice(&[0; 6]);

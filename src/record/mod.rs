@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
 use crate::config::{RecordingConfig, SpoolConfig};
-use crate::db::Db;
+use crate::capture::MainDb;
 use crate::hub::{CameraHub, Frame, RecorderMsg, RecorderRx, StreamParams};
 use crate::time::{now_us, ticks_to_us, WallUs, TICKS_PER_SEC};
 use spool::{SegmentFile, SpooledSegment};
@@ -44,7 +44,7 @@ struct Open {
 
 pub struct Recorder {
     hub: Arc<CameraHub>,
-    db: Db,
+    db: MainDb,
     cfg: RecordingConfig,
     spool: SpoolConfig,
     spool_stats: Arc<SpoolStats>,
@@ -62,7 +62,7 @@ pub struct Recorder {
 impl Recorder {
     pub fn new(
         hub: Arc<CameraHub>,
-        db: Db,
+        db: MainDb,
         cfg: RecordingConfig,
         spool: SpoolConfig,
         spool_stats: Arc<SpoolStats>,

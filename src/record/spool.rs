@@ -5,9 +5,22 @@
 //! `SPOOL/CAMERA/START.mp4` when it is complete. After a crash, a `.partial` is cut
 //! back to its last complete fragment (fMP4 makes that a valid file) and finished, so
 //! kill -9 loses at most the GOP that was being collected in memory.
+//!
+//! Writes bypass the page cache (`O_DIRECT`) where the file system allows it: footage
+//! is written once and read back rarely, and copying it into page-cache pages that the
+//! kernel must allocate, write back and later reclaim was most of a recorder's CPU
+//! (ffmpeg pays it too). Direct I/O needs whole aligned blocks, so each write starts at
+//! the block holding the file's current end — that block's bytes are kept in memory and
+//! written again — and ends zero-padded to a block boundary. A crash can therefore leave
+//! up to one block of zeros after the last fragment; zeros are not a box, so recovery
+//! cuts them off with any torn fragment. A finished segment is cut to its exact length.
+//! Where `O_DIRECT` is refused (tmpfs, some network file systems) the same aligned
+//! writes go through the page cache.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IoSlice, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,13 +44,32 @@ pub struct SegmentMeta {
     pub codec: String,
 }
 
+/// Alignment of direct writes: offset, length and buffer address. 4096 covers every
+/// logical block size Linux file systems use for `O_DIRECT` (512 or 4096 bytes).
+const BLOCK: usize = 4096;
+
+/// Bytes staged per direct write: a multiple of `BLOCK`, a quarter of a 4 Mbit/s GOP.
+const STAGING_LEN: usize = 256 * 1024;
+
+thread_local! {
+    /// One staging buffer per (blocking) thread, not per camera: spool writes are short
+    /// and few run at once. `BLOCK` spare bytes let the window start aligned.
+    static STAGING: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; STAGING_LEN + BLOCK]);
+}
+
 /// A segment being written into the spool.
 pub struct SegmentFile {
     file: File,
     path: PathBuf,
     camera: CameraId,
     meta: SegmentMeta,
+    /// Bytes of footage in the file; on disk it may be followed by zero padding up to
+    /// the next block boundary until `finish` cuts it.
     len: u64,
+    /// The bytes of the last, partly filled block (`len % BLOCK` of them), written again
+    /// in front of the next fragment.
+    tail: Vec<u8>,
+    direct: bool,
     sha: Sha256,
     next_seq: u32,
     duration_90k: u64,
@@ -72,23 +104,33 @@ impl SegmentFile {
         let mut init = Vec::with_capacity(1024);
         let track = fmp4::TrackInfo { sample_entry: &params.sample_entry, width: params.width, height: params.height };
         fmp4::write_init(&track, &serde_json::to_vec(&meta).expect("meta serialises"), &mut init);
-        let mut file = OpenOptions::new().create_new(true).write(true).open(&path)?;
-        file.write_all(&init)?;
-        file.sync_data()?;
-        sync_dir(&dir)?;
-        let mut sha = Sha256::new();
-        sha.update(&init);
-        Ok(SegmentFile {
+        let file = OpenOptions::new().create_new(true).write(true).open(&path)?;
+        let direct = set_direct(&file);
+        let mut seg = SegmentFile {
             file,
             path,
             camera: camera.clone(),
             meta,
-            len: init.len() as u64,
-            sha,
+            len: 0,
+            tail: Vec::with_capacity(BLOCK),
+            direct,
+            sha: Sha256::new(),
             next_seq: 1,
             duration_90k: 0,
             frames: 0,
-        })
+        };
+        if let Err(e) = seg.write_after_end(&[&init]) {
+            drop(seg.file);
+            let _ = fs::remove_file(&seg.path);
+            return Err(e);
+        }
+        sync_dir(&dir)?;
+        Ok(seg)
+    }
+
+    /// Whether this file's writes bypass the page cache.
+    pub fn is_direct(&self) -> bool {
+        self.direct
     }
 
     pub fn start_us(&self) -> WallUs {
@@ -103,10 +145,10 @@ impl SegmentFile {
         self.len
     }
 
-    /// Appends one fragment (moof + mdat) holding `frames`, with one `writev` and one
+    /// Appends one fragment (moof + mdat) holding `frames`, with one write and one
     /// `fdatasync` — per GOP, not per frame (the syscalls dominate a recorder's CPU).
-    /// `durations[i]` is the 90 kHz duration of `frames[i]`. On error the file is cut
-    /// back to its previous end, so it still ends on a complete fragment.
+    /// `durations[i]` is the 90 kHz duration of `frames[i]`. On error the file still
+    /// ends on its last complete fragment.
     pub fn append_fragment(&mut self, frames: &[Arc<Frame>], durations: &[u32]) -> io::Result<()> {
         debug_assert_eq!(frames.len(), durations.len());
         let samples: Vec<fmp4::Sample> = frames
@@ -116,24 +158,63 @@ impl SegmentFile {
             .collect();
         let mut header = Vec::with_capacity(128 + 16 * samples.len());
         fmp4::write_fragment_header(self.next_seq, self.duration_90k, &samples, &mut header);
-        let mut slices = Vec::with_capacity(frames.len() + 1);
-        slices.push(IoSlice::new(&header));
-        slices.extend(frames.iter().map(|f| IoSlice::new(&f.data)));
-        let total: u64 = slices.iter().map(|s| s.len() as u64).sum();
-        if let Err(e) = write_all_vectored(&mut self.file, &mut slices).and_then(|_| self.file.sync_data()) {
-            // Leave the file ending on its last complete fragment.
-            let _ = self.file.set_len(self.len);
-            return Err(e);
-        }
-        self.sha.update(&header);
-        for f in frames {
-            self.sha.update(&f.data);
-        }
-        self.len += total;
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(frames.len() + 1);
+        parts.push(&header);
+        parts.extend(frames.iter().map(|f| &f.data[..]));
+        self.write_after_end(&parts)?;
         self.next_seq += 1;
         self.duration_90k += durations.iter().map(|&d| d as u64).sum::<u64>();
         self.frames += frames.len() as u64;
         Ok(())
+    }
+
+    /// Writes `parts` after the footage already in the file and makes them durable:
+    /// aligned writes from the start of the block holding the current end (its bytes come
+    /// from `tail`), the last one zero-padded to a block boundary, then `fdatasync`.
+    /// Updates the length, the tail and the running SHA-256. On error the file is cut
+    /// back to its previous length (the rewritten block carried the same bytes, so
+    /// nothing before it changed) and the state is left as it was.
+    fn write_after_end(&mut self, parts: &[&[u8]]) -> io::Result<()> {
+        let mut offset = self.len - self.tail.len() as u64;
+        let written = STAGING.with_borrow_mut(|staging| -> io::Result<usize> {
+            let skew = staging.as_ptr().align_offset(BLOCK);
+            let buf = &mut staging[skew..skew + STAGING_LEN];
+            buf[..self.tail.len()].copy_from_slice(&self.tail);
+            let mut fill = self.tail.len();
+            for part in parts {
+                let mut part = *part;
+                while !part.is_empty() {
+                    let n = part.len().min(STAGING_LEN - fill);
+                    buf[fill..fill + n].copy_from_slice(&part[..n]);
+                    (fill, part) = (fill + n, &part[n..]);
+                    if fill == STAGING_LEN {
+                        self.file.write_all_at(buf, offset)?;
+                        (offset, fill) = (offset + STAGING_LEN as u64, 0);
+                    }
+                }
+            }
+            let padded = fill.div_ceil(BLOCK) * BLOCK;
+            buf[fill..padded].fill(0);
+            self.file.write_all_at(&buf[..padded], offset)?;
+            self.file.sync_data()?;
+            let keep = fill % BLOCK;
+            self.tail.clear();
+            self.tail.extend_from_slice(&buf[fill - keep..fill]);
+            Ok(parts.iter().map(|p| p.len()).sum())
+        });
+        match written {
+            Ok(n) => {
+                for part in parts {
+                    self.sha.update(part);
+                }
+                self.len += n as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.file.set_len(self.len);
+                Err(e)
+            }
+        }
     }
 
     /// Renames to `.mp4` and returns the segment's index row. `wall_end_us` is the
@@ -145,6 +226,12 @@ impl SegmentFile {
             fs::remove_file(&self.path)?;
             return Ok(None);
         }
+        // Cut the zero padding after the last fragment.
+        if self.file.metadata()?.len() != self.len {
+            self.file.set_len(self.len)?;
+            self.file.sync_data()?;
+        }
+        drop(self.file);
         let done = self.path.with_extension("mp4");
         fs::rename(&self.path, &done)?;
         sync_dir(done.parent().expect("spool file has a parent"))?;
@@ -166,17 +253,15 @@ impl SegmentFile {
     }
 }
 
-fn write_all_vectored(file: &mut File, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
-    IoSlice::advance_slices(&mut slices, 0);
-    while !slices.is_empty() {
-        match file.write_vectored(slices) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "spool write returned 0")),
-            Ok(n) => IoSlice::advance_slices(&mut slices, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
+/// Turns on `O_DIRECT` for `file`; false (and buffered writes) where the file system
+/// refuses it.
+fn set_direct(file: &File) -> bool {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) == 0
     }
-    Ok(())
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -279,4 +364,101 @@ pub fn free_bytes(dir: &Path) -> io::Result<u64> {
         return Err(io::Error::last_os_error());
     }
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn params() -> StreamParams {
+        StreamParams {
+            codec: "avc1.640028".into(),
+            sample_entry: fmp4::tests::sample_entry(b"avc1", 1920, 1080),
+            width: 1920,
+            height: 1080,
+        }
+    }
+
+    /// A GOP of `n` frames of `size` bytes each (contents vary with `seed`).
+    fn gop(n: usize, size: usize, seed: u8, params: &Arc<StreamParams>) -> Vec<Arc<Frame>> {
+        (0..n)
+            .map(|i| {
+                let data: Vec<u8> = (0..size).map(|j| seed.wrapping_add((i * 31 + j) as u8)).collect();
+                Arc::new(Frame { ts_90k: 0, arrival_us: 0, is_key: i == 0, data: Bytes::from(data), params: params.clone() })
+            })
+            .collect()
+    }
+
+    /// Fragments small and large: one within a block, one across the 256 KiB staging
+    /// buffer several times, odd sizes so that every write starts mid-block.
+    fn write_three(dir: &Path) -> (SegmentFile, Vec<Vec<Arc<Frame>>>) {
+        let p = Arc::new(params());
+        let cam = CameraId::parse("room-1").unwrap();
+        let mut seg = SegmentFile::create(dir, &cam, 1_700_000_000_000_000, "run-1", &p).unwrap();
+        let gops = [gop(3, 333, 1, &p), gop(50, 13_337, 2, &p), gop(7, 1_001, 3, &p)];
+        for g in &gops {
+            seg.append_fragment(g, &vec![3600; g.len()]).unwrap();
+        }
+        (seg, gops.into())
+    }
+
+    fn frame_count(gops: &[Vec<Arc<Frame>>]) -> i64 {
+        gops.iter().map(|g| g.len() as i64).sum()
+    }
+
+    #[test]
+    fn a_crash_leaves_at_most_a_padded_block_which_recovery_cuts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (seg, gops) = write_three(dir.path());
+        let (len, path) = (seg.bytes(), seg.path.clone());
+        eprintln!("direct I/O: {}", seg.is_direct());
+        drop(seg); // killed before the segment was finished
+        let on_disk = fs::metadata(&path).unwrap().len();
+        assert!(on_disk >= len && on_disk < len + BLOCK as u64, "{on_disk} bytes on disk for {len}");
+        let data = fs::read(&path).unwrap();
+        assert!(data[len as usize..].iter().all(|&b| b == 0), "padding is zeros");
+
+        let (segments, problems) = recover(dir.path()).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(segments.len(), 1);
+        let s = &segments[0];
+        assert_eq!((s.row.frames, s.row.bytes), (frame_count(&gops), len as i64));
+        let kept = fs::read(&s.path).unwrap();
+        assert_eq!(kept.len() as u64, len, "cut to the last complete fragment");
+        assert_eq!(kept[..], data[..len as usize], "nothing before the padding changed");
+        assert_eq!(s.row.sha256, hex::encode(Sha256::digest(&kept)));
+    }
+
+    #[test]
+    fn a_finished_segment_has_its_exact_length_and_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let (seg, gops) = write_three(dir.path());
+        let done = seg.finish(1_700_000_060_000_000, 0).unwrap().expect("has frames");
+        let data = fs::read(&done.path).unwrap();
+        assert_eq!(data.len() as i64, done.row.bytes);
+        assert_eq!(done.row.frames, frame_count(&gops));
+        assert_eq!(done.row.sha256, hex::encode(Sha256::digest(&data)));
+        let parsed = fmp4::parse(&data).unwrap();
+        assert_eq!((parsed.frames as i64, parsed.complete_len), (frame_count(&gops), data.len() as u64));
+        // Each fragment ends with its GOP's frames, byte for byte, in order.
+        assert_eq!(parsed.fragments.len(), gops.len());
+        for (f, g) in parsed.fragments.iter().zip(&gops) {
+            let payload: Vec<u8> = g.iter().flat_map(|fr| fr.data.iter().copied()).collect();
+            let end = (f.offset + f.len) as usize;
+            assert_eq!(data[end - payload.len()..end], payload[..]);
+        }
+    }
+
+    #[test]
+    fn a_segment_torn_before_its_first_fragment_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cam = CameraId::parse("room-1").unwrap();
+        let seg = SegmentFile::create(dir.path(), &cam, 1, "run-1", &Arc::new(params())).unwrap();
+        let path = seg.path.clone();
+        drop(seg);
+        let (segments, problems) = recover(dir.path()).unwrap();
+        assert!(segments.is_empty() && problems.is_empty());
+        assert!(!path.exists());
+    }
 }

@@ -1,0 +1,149 @@
+//! The capture thread: every camera's ingest and recorder run on one dedicated tokio
+//! worker thread, apart from the HTTP API, live view and the other services.
+//!
+//! While nobody watches any camera live, that thread works in batches: before it would
+//! wait for more data it sleeps to the next tick of a 100 ms grid (`BATCH_TICK`), so it
+//! wakes ten times a second for all cameras instead of once or more per arriving frame,
+//! each socket read takes a tick's worth of packets, and each recorder a tick's worth of
+//! frames. Waking up for every frame, and asking sockets that had just been emptied for
+//! more, were most of the CPU left after the disk writes; recording needs every frame,
+//! in order, not within 100 ms (the kernel's socket buffer holds them meanwhile, and
+//! TCP slows the camera should it ever fill). While anything needs frames as they
+//! arrive — a live viewer, or a camera session in its first seconds, whose arrival
+//! times anchor its wall clock — it holds an [`Unbatched`] and the thread does not
+//! sleep.
+//!
+//! Database work from this thread goes through [`MainDb`], which runs it on the main
+//! runtime: a database connection opened here would be driven by the batching thread,
+//! and every query on it, an API request's included, would wait for the next tick.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tokio::runtime::{Handle, Runtime};
+use tokio::task::JoinHandle;
+
+use crate::db::{self, Db, DbError, SegmentRow};
+use crate::time::WallUs;
+
+/// Grid on which the capture thread wakes while nobody watches live.
+pub const BATCH_TICK: Duration = Duration::from_millis(100);
+
+/// `Unbatched` guards alive.
+static UNBATCHED: AtomicUsize = AtomicUsize::new(0);
+
+/// While one exists, the capture thread handles every event as it comes.
+pub struct Unbatched(());
+
+impl Unbatched {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        UNBATCHED.fetch_add(1, Ordering::Relaxed);
+        Unbatched(())
+    }
+}
+
+impl Drop for Unbatched {
+    fn drop(&mut self) {
+        UNBATCHED.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Runs `task` on the capture thread.
+pub fn spawn<F>(task: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    runtime().spawn(task)
+}
+
+/// The capture runtime: one worker thread that sleeps to the next batch tick before it
+/// parks, unless an [`Unbatched`] exists. Lives as long as the process.
+fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("cradle-capture")
+            .enable_all()
+            .on_thread_park(|| {
+                if UNBATCHED.load(Ordering::Relaxed) == 0 {
+                    std::thread::sleep(until_next_tick(std::time::SystemTime::now()));
+                }
+            })
+            .build()
+            .expect("cannot start the capture runtime")
+    })
+}
+
+/// Time from `now` to the next multiple of `BATCH_TICK` since the Unix epoch, so that
+/// batches line up whatever woke the thread.
+fn until_next_tick(now: std::time::SystemTime) -> Duration {
+    let since_epoch = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let tick = BATCH_TICK.as_nanos();
+    Duration::from_nanos((tick - since_epoch.as_nanos() % tick) as u64)
+}
+
+/// The database, for tasks on the capture thread: each call runs on the main runtime
+/// (see the module comment).
+#[derive(Clone)]
+pub struct MainDb {
+    db: Db,
+    main: Handle,
+}
+
+impl MainDb {
+    /// Must be called from within the main runtime.
+    pub fn new(db: Db) -> Self {
+        MainDb { db, main: Handle::current() }
+    }
+
+    pub async fn insert_event(&self, camera: Option<&str>, at_us: WallUs, kind: &str, detail: &str) -> db::Result<()> {
+        let (camera, kind, detail) = (camera.map(str::to_owned), kind.to_owned(), detail.to_owned());
+        self.on_main(move |db| async move { db.insert_event(camera.as_deref(), at_us, &kind, &detail).await }).await
+    }
+
+    pub async fn upsert_segment(&self, row: &SegmentRow) -> db::Result<()> {
+        let row = row.clone();
+        self.on_main(move |db| async move { db.upsert_segment(&row).await }).await
+    }
+
+    async fn on_main<F, Fut>(&self, f: F) -> db::Result<()>
+    where
+        F: FnOnce(Db) -> Fut,
+        Fut: Future<Output = db::Result<()>> + Send + 'static,
+    {
+        self.main.spawn(f(self.db.clone())).await.unwrap_or_else(|e| Err(DbError::Interrupted(e.to_string())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_line_up_on_the_grid() {
+        let at = |ms: u64| std::time::UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(until_next_tick(at(1_000)), Duration::from_millis(100));
+        assert_eq!(until_next_tick(at(1_001)), Duration::from_millis(99));
+        assert_eq!(until_next_tick(at(1_099)), Duration::from_millis(1));
+    }
+
+    #[tokio::test]
+    async fn database_calls_run_on_the_main_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/c.db", dir.path().display());
+        let db = Db::connect(&url).await.unwrap();
+        let main_db = MainDb::new(db.clone());
+        let written = spawn(async move {
+            assert_eq!(std::thread::current().name(), Some("cradle-capture"));
+            main_db.insert_event(Some("cam1"), 1_000, "recording", "run 1").await
+        });
+        written.await.unwrap().unwrap();
+        let events = db.events_between("cam1", 0, 2_000).await.unwrap();
+        assert_eq!(events.len(), 1);
+    }
+}
