@@ -131,8 +131,9 @@ fn note_sender_report(hub: &CameraHub, rtcp: &retina::rtcp::ReceivedCompoundPack
 /// adds to it. The clock keeps that floor (the lowest offset seen, allowed to rise
 /// slowly so a camera whose clock runs slow is followed) and dates each frame at floor
 /// plus RTP time: as late as the least delayed frame of the last moments (a few
-/// milliseconds) instead of up to a batch late, and never later than it was read. An offset more than a second above
-/// the floor means the camera's clock jumped back; the floor starts again from it.
+/// milliseconds) instead of up to a batch late, and never later than it was read. An
+/// offset more than a second above the floor means the camera's clock jumped back; the
+/// floor starts again from it.
 #[derive(Default)]
 struct ArrivalClock {
     floor: Option<(i64, WallUs)>,
