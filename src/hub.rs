@@ -3,9 +3,9 @@
 //! Ingest publishes each frame once, as an `Arc<Frame>`; consumers never talk to the
 //! camera or to each other. The recorder is the one consumer allowed to push back:
 //! it gets a bounded queue and ingest awaits when it is full (TCP back-pressure to the
-//! camera beats silently dropping footage). Everyone else (live view, health,
-//! snapshots) subscribes to a broadcast that drops the oldest frames for a laggard,
-//! so a slow viewer can never slow the recorder.
+//! camera beats silently dropping footage). Live view subscribes to a broadcast that
+//! drops the oldest frames for a laggard, so a slow viewer can never slow the recorder;
+//! health and snapshots read the counters and the kept GOP instead.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -190,7 +190,6 @@ impl CameraHub {
         *self.codec.lock().unwrap() = Some(codec.to_owned());
     }
 
-    /// Subscribe to this camera's frames (live view, health, snapshots).
     /// The frames of the current GOP (keyframe first; empty when none is kept) and a
     /// subscription that continues right after them.
     pub fn subscribe_with_gop(&self) -> (Vec<Arc<Frame>>, Subscription) {

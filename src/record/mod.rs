@@ -23,8 +23,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
-use crate::config::{RecordingConfig, SpoolConfig};
 use crate::capture::MainDb;
+use crate::config::{RecordingConfig, SpoolConfig};
 use crate::hub::{CameraHub, Frame, RecorderMsg, RecorderRx, StreamParams};
 use crate::time::{now_us, ticks_to_us, WallUs, TICKS_PER_SEC};
 use spool::{SegmentFile, SpooledSegment};
