@@ -145,8 +145,9 @@ impl SegmentFile {
         self.len
     }
 
-    /// Appends one fragment (moof + mdat) holding `frames`, with one write and one
-    /// `fdatasync` — per GOP, not per frame (the syscalls dominate a recorder's CPU).
+    /// Appends one fragment (moof + mdat) holding `frames`, with writes of up to 256 KiB
+    /// and one `fdatasync` — per GOP, not per frame (the syscalls dominate a recorder's
+    /// CPU).
     /// `durations[i]` is the 90 kHz duration of `frames[i]`. On error the file still
     /// ends on its last complete fragment.
     pub fn append_fragment(&mut self, frames: &[Arc<Frame>], durations: &[u32]) -> io::Result<()> {
