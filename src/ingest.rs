@@ -112,11 +112,23 @@ async fn record_event(db: Option<&MainDb>, cam: &str, kind: &str, detail: &str) 
 /// Keeps the camera's wall clock as its RTCP sender report states it (RFC 3550 §6.4.1:
 /// the NTP time at which the report was sent) against the server's clock at arrival,
 /// for the watchdog's clock check. Transit time on a LAN is far below any alarm bound.
-fn note_sender_report(hub: &CameraHub, rtcp: &retina::rtcp::ReceivedCompoundPacket, arrivals: &ArrivalClock) {
+fn note_sender_report(
+    hub: &CameraHub,
+    rtcp: &retina::rtcp::ReceivedCompoundPacket,
+    frames: &ArrivalClock,
+    reports: &mut ArrivalClock,
+) {
     let Some(Ok(Some(sr))) = rtcp.pkts().next().map(|p| p.as_sender_report()) else { return };
-    // Read up to a batch late: date it by the frames' clock from its RTP time.
+    // Read up to a batch late. Both estimates below are never early by more than the
+    // network jitter they remove, so the earlier one is the better: the reports' own
+    // floor (the first report after warm-up is up to a batch late, later ones less) and
+    // the frames' floor (exact unless the camera's encoder delays frames: a frame's RTP
+    // time is when it was captured, a report's when it was sent).
     let now = match rtcp.rtp_timestamp() {
-        Some(ts) => arrivals.date(now_us(), crate::time::ticks_to_us(ts.elapsed())),
+        Some(ts) => {
+            let (now, ts_us) = (now_us(), crate::time::ticks_to_us(ts.elapsed()));
+            reports.arrival(now, ts_us).min(frames.date(now, ts_us))
+        }
         None => now_us(),
     };
     hub.stats.sr_offset_us.store(ntp_to_unix_us(sr.ntp_timestamp().0) - now, Ordering::Relaxed);
@@ -133,7 +145,7 @@ fn note_sender_report(hub: &CameraHub, rtcp: &retina::rtcp::ReceivedCompoundPack
 /// plus RTP time: as late as the least delayed frame of the last moments (a few
 /// milliseconds) instead of up to a batch late, and never later than it was read. An
 /// offset more than a second above the floor means the camera's clock jumped back; the
-/// floor starts again from it.
+/// floor starts again from it. RTCP sender reports keep a clock of their own.
 #[derive(Default)]
 struct ArrivalClock {
     floor: Option<(i64, WallUs)>,
@@ -158,8 +170,8 @@ impl ArrivalClock {
         floor + ts_us
     }
 
-    /// When something read at `now` that the camera stamped `ts_us` (an RTCP sender
-    /// report) arrived, by the frames' floor; leaves the floor alone.
+    /// When something read at `now` and stamped `ts_us` on this clock's RTP timeline
+    /// would have arrived by this floor; leaves the floor alone.
     fn date(&self, now: WallUs, ts_us: i64) -> WallUs {
         self.risen_floor(now).map_or(now, |floor| (floor + ts_us).min(now))
     }
@@ -198,6 +210,10 @@ fn hint(msg: &str) -> &'static str {
 struct Playing {
     demuxed: retina::client::Demuxed,
     stream_i: usize,
+    /// Taken just before PLAY: the PLAY answer, the first frames and the first sender
+    /// report are read as they come, not at the next batch tick; they anchor the
+    /// session's clocks (see `ArrivalClock`). The session drops it after `WARM_UP`.
+    warming: Unbatched,
 }
 
 /// DESCRIBE, SETUP (the first H.264 or H.265 video stream) and PLAY, each within
@@ -234,13 +250,14 @@ async fn connect(cfg: &crate::config::CameraConfig, group: Option<Arc<SessionGro
         Ok(Err(e)) => return Err(e.to_string()),
         Err(_) => return Err("RTSP SETUP timed out".into()),
     }
+    let warming = Unbatched::new();
     let playing = match timeout(REQUEST_TIMEOUT, described.play(PlayOptions::default())).await {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return Err(e.to_string()),
         Err(_) => return Err("RTSP PLAY timed out".into()),
     };
     let demuxed = playing.demuxed().map_err(|e| e.to_string())?;
-    Ok(Playing { demuxed, stream_i })
+    Ok(Playing { demuxed, stream_i, warming })
 }
 
 /// The stream's parameters as the recorder and decoders need them, once known.
@@ -265,7 +282,7 @@ fn stream_params(demuxed: &retina::client::Demuxed, stream_i: usize) -> Result<O
 /// the same hints a recorded camera's state gives.
 pub async fn probe(cfg: &crate::config::CameraConfig, within: Duration) -> Result<Frame, String> {
     let attempt = async {
-        let Playing { mut demuxed, stream_i } = connect(cfg, None).await?;
+        let Playing { mut demuxed, stream_i, .. } = connect(cfg, None).await?;
         let mut params: Option<Arc<StreamParams>> = None;
         loop {
             let item = match demuxed.next().await {
@@ -302,17 +319,16 @@ pub async fn probe(cfg: &crate::config::CameraConfig, within: Duration) -> Resul
 
 async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&MainDb>, group: &Arc<SessionGroup>, run_id: &str) -> SessionEnd {
     let failed = |error: String| SessionEnd::Failed { error, delivered: false };
-    let Playing { mut demuxed, stream_i } = match connect(&hub.config, Some(group.clone())).await {
+    let Playing { mut demuxed, stream_i, warming } = match connect(&hub.config, Some(group.clone())).await {
         Ok(p) => p,
         Err(e) => return failed(explain(hub, e)),
     };
-    // The first seconds unbatched: the first frames' arrival times set the floor of the
-    // session's wall clock (see `ArrivalClock`).
-    let mut warming = Some((Unbatched::new(), Instant::now()));
+    let mut warming = Some((warming, Instant::now()));
 
     let mut params: Option<Arc<StreamParams>> = None;
     let mut delivered = false;
     let mut arrivals = ArrivalClock::default();
+    let mut reports = ArrivalClock::default();
     loop {
         let item = match timeout(FRAME_TIMEOUT, demuxed.next()).await {
             Err(_) => {
@@ -328,7 +344,7 @@ async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&MainDb>, group: &
         let f = match item {
             CodecItem::VideoFrame(f) => f,
             CodecItem::Rtcp(r) if r.stream_id() == stream_i => {
-                note_sender_report(hub, &r, &arrivals);
+                note_sender_report(hub, &r, &arrivals, &mut reports);
                 continue;
             }
             _ => continue,
