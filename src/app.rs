@@ -146,6 +146,7 @@ impl App {
         };
         let uploader_task = tokio::spawn(uploader.run(recovered, done_rx));
 
+        crate::capture::set_batch(config.recording.batch);
         let fleet = Fleet::start(
             &config.cameras,
             Starter {

@@ -2,13 +2,14 @@
 //! worker thread, apart from the HTTP API, live view and the other services.
 //!
 //! While nobody watches any camera live, that thread works in batches: before it would
-//! wait for more data it sleeps to the next tick of a 100 ms grid (`BATCH_TICK`), so it
-//! wakes ten times a second for all cameras instead of once or more per arriving frame,
-//! each socket read takes a tick's worth of packets, and each recorder a tick's worth of
-//! frames. Waking up for every frame, and asking sockets that had just been emptied for
-//! more, were most of the CPU left after the disk writes; recording needs every frame,
-//! in order, not within 100 ms (the kernel's socket buffer holds them meanwhile, and
-//! TCP slows the camera should it ever fill). While anything needs frames as they
+//! wait for more data it sleeps to the next tick of a grid (`[recording] batch_ms`,
+//! default 250 ms, see [`crate::config::DEFAULT_BATCH_MS`]), so it wakes four times a
+//! second for all cameras instead of once or more per arriving frame, each socket read
+//! takes a tick's worth of packets, and each recorder a tick's worth of frames. Waking up
+//! for every frame, and asking sockets that had just been emptied for more, were most of
+//! the CPU left after the disk writes; recording needs every frame, in order, not within
+//! a quarter second (the kernel's socket buffer holds them meanwhile, and TCP slows the
+//! camera should it ever fill). While anything needs frames as they
 //! arrive — a live viewer, or a camera session in its first seconds, whose arrival
 //! times anchor its wall clock — it holds an [`Unbatched`] and the thread does not
 //! sleep.
@@ -18,8 +19,8 @@
 //! and every query on it, an API request's included, would wait for the next tick.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::runtime::{Handle, Runtime};
@@ -28,19 +29,34 @@ use tokio::task::JoinHandle;
 use crate::db::{self, Db, DbError, SegmentRow};
 use crate::time::WallUs;
 
-/// Grid on which the capture thread wakes while nobody watches live.
-pub const BATCH_TICK: Duration = Duration::from_millis(100);
+/// Grid on which the capture thread wakes while nobody watches live, in nanoseconds;
+/// 0: no batching. Set once at start from the configuration ([`set_batch`]).
+static BATCH_NS: AtomicU64 = AtomicU64::new(crate::config::DEFAULT_BATCH_MS * 1_000_000);
+
+/// Sets the batch length (`[recording] batch_ms`); zero handles every frame as it comes.
+pub fn set_batch(batch: Duration) {
+    BATCH_NS.store(batch.as_nanos() as u64, Ordering::Relaxed);
+}
 
 /// `Unbatched` guards alive.
 static UNBATCHED: AtomicUsize = AtomicUsize::new(0);
 
-/// While one exists, the capture thread handles every event as it comes.
+/// Where the capture thread waits for its next tick; a new [`Unbatched`] wakes it.
+static WAKE: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
+
+/// While one exists, the capture thread handles every event as it comes. Creating one
+/// ends the wait for the next tick at once (a live viewer's first frames wait for no
+/// batch).
 pub struct Unbatched(());
 
 impl Unbatched {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         UNBATCHED.fetch_add(1, Ordering::Relaxed);
+        // Under the lock, so the capture thread is either before its check (and sees the
+        // count) or waiting (and is woken).
+        let _held = WAKE.0.lock().unwrap_or_else(|e| e.into_inner());
+        WAKE.1.notify_all();
         Unbatched(())
     }
 }
@@ -69,21 +85,35 @@ fn runtime() -> &'static Runtime {
             .worker_threads(1)
             .thread_name("cradle-capture")
             .enable_all()
-            .on_thread_park(|| {
-                if UNBATCHED.load(Ordering::Relaxed) == 0 {
-                    std::thread::sleep(until_next_tick(std::time::SystemTime::now()));
-                }
-            })
+            .on_thread_park(wait_for_tick)
             .build()
             .expect("cannot start the capture runtime")
     })
 }
 
-/// Time from `now` to the next multiple of `BATCH_TICK` since the Unix epoch, so that
+/// Before the capture thread parks: waits for the next tick of the batch grid, unless
+/// batching is off or an [`Unbatched`] exists (or appears meanwhile).
+fn wait_for_tick() {
+    let tick = BATCH_NS.load(Ordering::Relaxed);
+    if tick == 0 || UNBATCHED.load(Ordering::Relaxed) > 0 {
+        return;
+    }
+    let deadline = std::time::Instant::now() + until_next_tick(std::time::SystemTime::now(), tick);
+    let mut held = WAKE.0.lock().unwrap_or_else(|e| e.into_inner());
+    while UNBATCHED.load(Ordering::Relaxed) == 0 {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        held = WAKE.1.wait_timeout(held, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
+    }
+}
+
+/// Time from `now` to the next multiple of `tick_ns` since the Unix epoch, so that
 /// batches line up whatever woke the thread.
-fn until_next_tick(now: std::time::SystemTime) -> Duration {
+fn until_next_tick(now: std::time::SystemTime, tick_ns: u64) -> Duration {
     let since_epoch = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let tick = BATCH_TICK.as_nanos();
+    let tick = tick_ns as u128;
     Duration::from_nanos((tick - since_epoch.as_nanos() % tick) as u64)
 }
 
@@ -127,9 +157,29 @@ mod tests {
     #[test]
     fn ticks_line_up_on_the_grid() {
         let at = |ms: u64| std::time::UNIX_EPOCH + Duration::from_millis(ms);
-        assert_eq!(until_next_tick(at(1_000)), Duration::from_millis(100));
-        assert_eq!(until_next_tick(at(1_001)), Duration::from_millis(99));
-        assert_eq!(until_next_tick(at(1_099)), Duration::from_millis(1));
+        let tick = 250_000_000;
+        assert_eq!(until_next_tick(at(1_000), tick), Duration::from_millis(250));
+        assert_eq!(until_next_tick(at(1_001), tick), Duration::from_millis(249));
+        assert_eq!(until_next_tick(at(1_249), tick), Duration::from_millis(1));
+        assert_eq!(until_next_tick(at(1_250), tick), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn an_unbatched_guard_ends_the_wait_for_the_tick() {
+        set_batch(Duration::from_secs(1));
+        // Start just after a whole second, so the tick is ~990 ms away.
+        std::thread::sleep(until_next_tick(std::time::SystemTime::now(), 1_000_000_000) + Duration::from_millis(10));
+        let waiter = std::thread::spawn(|| {
+            let t0 = std::time::Instant::now();
+            wait_for_tick();
+            t0.elapsed()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let guard = Unbatched::new();
+        let waited = waiter.join().unwrap();
+        drop(guard);
+        set_batch(Duration::from_millis(crate::config::DEFAULT_BATCH_MS));
+        assert!(waited < Duration::from_millis(500), "waited {waited:?} for a tick ~990 ms away");
     }
 
     #[tokio::test]
