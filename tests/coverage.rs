@@ -15,6 +15,7 @@ use support::*;
 
 on_both_databases!(
     restarts_crashes_and_a_camera_outage_are_gaps_with_their_causes,
+    no_gap_shows_while_segments_close,
     a_closed_day_keeps_its_ledger_answer_after_its_footage_is_swept,
 );
 
@@ -110,6 +111,41 @@ async fn armed(server: &Server) -> Value {
 
 fn armed_camera<'a>(a: &'a Value, id: &str) -> &'a Value {
     a["cameras"].as_array().unwrap().iter().find(|c| c["id"] == id).unwrap_or_else(|| panic!("{id} missing: {a:#}"))
+}
+
+/// A segment that is closing (its last GOP written, its file finished, its index row on
+/// the way) is footage, not a gap: asked many times across many segment closes, neither
+/// the coverage answer nor the recordings API ever shows a hole while the camera records.
+async fn no_gap_shows_while_segments_close(backend: Backend) {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _cam = camsim(port, 1).await;
+    let mut spec = ServerSpec::new(backend, tmp.path()).await;
+    spec.segment_seconds = 2;
+    spec.cameras.push(CameraSpec::new("room-1", &format!("rtsp://127.0.0.1:{port}/cam1")));
+    let server = spec.start().await;
+    server.wait_recording("room-1", Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let from = now_s();
+    let from_rfc = cradle::time::format_rfc3339((from * 1e6) as i64);
+    let (mut asked, segments_at_start) = (0, server.recordings("room-1", &from_rfc, &rfc3339(SystemTime::now())).await);
+    let first_count = segments_at_start["segments"].as_array().unwrap().len();
+    let mut last = segments_at_start;
+    while now_s() < from + 14.0 {
+        let to = rfc3339(SystemTime::now());
+        let rec = server.recordings("room-1", &from_rfc, &to).await;
+        assert_eq!(rec["gaps"].as_array().unwrap().len(), 0, "a gap while recording: {rec:#}");
+        let cov = server.get(&format!("/api/v1/coverage?from={from_rfc}&to={to}")).await;
+        let gaps: Vec<_> = gaps_of(&cov, "room-1").into_iter().filter(|g| g.1 > from + 1e-3).collect();
+        assert!(gaps.is_empty(), "coverage shows a gap while recording: {gaps:?}");
+        asked += 1;
+        last = rec;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    // It was asked across several closes (2 s segments at camsim's 2 s GOP).
+    let closed = last["segments"].as_array().unwrap().len() - first_count;
+    assert!(closed >= 4, "only {closed} segments closed in 14 s: {last:#}");
+    assert!(asked >= 50, "asked only {asked} times");
 }
 
 async fn restarts_crashes_and_a_camera_outage_are_gaps_with_their_causes(backend: Backend) {

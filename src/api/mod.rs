@@ -391,11 +391,13 @@ async fn recordings(
     } else {
         (start, end)
     };
+    // Footage still being written is not missing: the segment in progress (up to one
+    // segment length, fsynced GOP by GOP in the spool) is indexed when it closes. Read
+    // before the index: the recorder moves it on only after the closed segment's row is
+    // written, so a segment closing meanwhile is found in one or the other.
+    let open_start = h.stats.open_segment_start_us.load(Ordering::Relaxed);
     let segments = app.db.segments_between(cam, start, end).await?;
     let events = app.db.events_between(cam, start - 60_000_000, end).await?;
-    // Footage still being written is not missing: the segment in progress (up to one
-    // segment length, fsynced GOP by GOP in the spool) is indexed when it closes.
-    let open_start = h.stats.open_segment_start_us.load(Ordering::Relaxed);
     let in_progress = (open_start != 0 && open_start < end).then_some(open_start);
     let mut spans: Vec<(i64, i64)> = segments.iter().map(|s| (s.start_us, s.end_us)).collect();
     spans.extend(in_progress.map(|s| (s, now)));

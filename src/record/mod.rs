@@ -202,10 +202,18 @@ impl Recorder {
         }
     }
 
+    /// Nothing is being written for this camera any more (the run ended, or footage is
+    /// being dropped): called after the last segment's index row is written.
+    fn no_segment_in_progress(&self) {
+        self.hub.stats.open_segment_start_us.store(0, Ordering::Relaxed);
+    }
+
     /// Closes the open segment; `end_ts` is the RTP time where it ends.
     async fn close_segment(&mut self, end_ts: i64, drift: Option<i64>) {
         let Some(open) = self.open.take() else { return };
-        self.hub.stats.open_segment_start_us.store(0, Ordering::Relaxed);
+        // `open_segment_start_us` keeps this segment's start until its index row is
+        // written (and the next segment opens, or the run ends): coverage and the
+        // recordings API read it before the index, so the footage is never in neither.
         let start = open.file.start_us();
         let rtp_elapsed = ticks_to_us(end_ts - open.start_ts).max(ticks_to_us(open.file.duration_90k() as i64));
         let drift = drift.unwrap_or(0);
@@ -242,6 +250,7 @@ impl Recorder {
             let end_ts = open.start_ts + open.file.duration_90k() as i64;
             self.close_segment(end_ts, None).await;
         }
+        self.no_segment_in_progress();
         self.run_id = None;
         self.next_start = None;
     }
@@ -263,6 +272,7 @@ impl Recorder {
                     self.gop.clear();
                     self.close_segment(end_ts, None).await;
                 }
+                self.no_segment_in_progress();
                 self.next_start = None;
                 self.event("spool_full", &format!("{why} ({free} bytes free); new footage dropped")).await;
             }
@@ -287,6 +297,7 @@ impl Recorder {
             let end_ts = open.start_ts + open.file.duration_90k() as i64;
             self.close_segment(end_ts, None).await;
         }
+        self.no_segment_in_progress();
         self.next_start = None;
     }
 
