@@ -137,7 +137,7 @@ fn note_sender_report(
 
 /// When each frame reached the server, with the waits it met on the way taken out.
 ///
-/// A frame is read late, never early: the capture thread reads in batches (250 ms), and
+/// A frame is read late, never early: the capture thread reads in batches (`batch_ms`), and
 /// networks queue. So the server time minus the frame's RTP time has a floor, the
 /// moment the camera's clock started as seen from the server, and every delay only
 /// adds to it. The clock keeps that floor (the lowest offset seen, allowed to rise
