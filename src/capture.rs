@@ -10,9 +10,10 @@
 //! the CPU left after the disk writes; recording needs every frame, in order, not within
 //! a quarter second (the kernel's socket buffer holds them meanwhile, and TCP slows the
 //! camera should it ever fill). While anything needs frames as they
-//! arrive — a live viewer, or a camera session in its first seconds, whose arrival
-//! times anchor its wall clock — it holds an [`Unbatched`] and the thread does not
-//! sleep.
+//! arrive — a live viewer, a camera session in its first seconds, whose arrival
+//! times anchor its wall clock, or a camera read over UDP, where nothing pushes back
+//! and a full socket buffer drops packets — it holds an [`Unbatched`] and the thread
+//! does not sleep.
 //!
 //! Database work from this thread goes through [`MainDb`], which runs it on the main
 //! runtime: a database connection opened here would be driven by the batching thread,

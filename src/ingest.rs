@@ -324,6 +324,11 @@ async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&MainDb>, group: &
         Err(e) => return failed(explain(hub, e)),
     };
     let mut warming = Some((warming, Instant::now()));
+    // Over UDP nothing pushes back: datagrams beyond the socket's receive buffer (208 KiB
+    // by Linux's default) are dropped, and a quarter second of an 8 Mbit/s camera, or
+    // one large keyframe, fills it. So a UDP session is read as it arrives, never in
+    // batches.
+    let _udp = (hub.config.transport == RtspTransport::Udp).then(Unbatched::new);
 
     let mut params: Option<Arc<StreamParams>> = None;
     let mut delivered = false;

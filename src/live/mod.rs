@@ -283,6 +283,8 @@ pub struct Live {
     ended: Mutex<VecDeque<Arc<Session>>>,
     /// Serialises parents' admissions (the per-family cap).
     admit: tokio::sync::Mutex<()>,
+    /// Wakes the guard when a session or a source starts; it sleeps while there is none.
+    guard_wake: tokio::sync::Notify,
     pub stats: LiveStats,
 }
 
@@ -299,6 +301,7 @@ impl Live {
             sessions: Mutex::new(HashMap::new()),
             ended: Mutex::new(VecDeque::new()),
             admit: tokio::sync::Mutex::new(()),
+            guard_wake: tokio::sync::Notify::new(),
             stats: LiveStats::default(),
         })
     }
@@ -354,6 +357,7 @@ impl Live {
         match Source::start(feed) {
             Some(s) => {
                 sources.insert(hub.id().clone(), s.clone());
+                self.guard_wake.notify_one();
                 Some(s)
             }
             None => {
@@ -458,6 +462,7 @@ impl Live {
             ending: Mutex::new(None),
         });
         self.sessions.lock().unwrap().insert(session.id.clone(), session.clone());
+        self.guard_wake.notify_one();
         drop(admission);
         self.stats.sessions_started.fetch_add(1, Ordering::Relaxed);
         self.audit(&session, Action::LiveViewStart, json!({ "session": session.id, "codec": source.codec.mime(), "port": session.peer.port })).await;
@@ -651,11 +656,21 @@ impl Live {
         }
     }
 
-    /// Re-checks every running session; ends those whose rules no longer hold.
+    /// Re-checks every running session; ends those whose rules no longer hold. While no
+    /// session runs and no source is kept, it sleeps until one starts.
     pub async fn guard(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(GUARD_PERIOD);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let idle = self.sessions.lock().unwrap().is_empty() && self.sources.lock().unwrap().is_empty();
+            if idle {
+                // A start between the check and the wait leaves a permit: no wake is lost.
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = self.guard_wake.notified() => tick.reset(),
+                }
+                continue;
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}

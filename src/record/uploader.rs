@@ -25,6 +25,8 @@ use crate::time::now_us;
 const CONCURRENCY: usize = 4;
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(15);
+/// With nothing to retry or drain, the longest the uploader sleeps between looks.
+const IDLE_WAKE: Duration = Duration::from_secs(3600);
 
 /// Spool backlog and upload counters, shared with recorders and /metrics.
 #[derive(Default, Debug)]
@@ -100,7 +102,13 @@ impl Uploader {
                     return;
                 }
             }
-            let sleep_until = retry_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1));
+            // Wakes for a retry or the drain deadline; otherwise only a segment or a
+            // finished upload wakes it (an idle uploader costs nothing).
+            let sleep_until = match (retry_at, closed_at) {
+                (Some(t), _) => t,
+                (None, Some(closed)) => tokio::time::Instant::from_std(closed + self.drain_deadline),
+                (None, None) => tokio::time::Instant::now() + IDLE_WAKE,
+            };
             tokio::select! {
                 item = rx.recv(), if closed_at.is_none() => match item {
                     Some(seg) => queue.push_back(seg),
