@@ -48,28 +48,13 @@ pub struct SegmentMeta {
 /// logical block size Linux file systems use for `O_DIRECT` (512 or 4096 bytes).
 const BLOCK: usize = 4096;
 
-/// Bytes staged per direct write: a multiple of `BLOCK`, two GOPs of a 4 Mbit/s camera,
-/// so most fragments go to the disk in one write (each write is a device request, and
-/// in a virtual machine a costly notification; 256 KiB took three per GOP).
-const STAGING_LEN: usize = 1024 * 1024;
+/// Bytes staged per direct write: a multiple of `BLOCK`, a quarter of a 4 Mbit/s GOP.
+const STAGING_LEN: usize = 256 * 1024;
 
-/// Staging buffers not in use. Spool writes are short and few run at once, so the pool
-/// holds about as many buffers as writes ever ran together, whatever the number of
-/// cameras or of blocking threads; it keeps at most `STAGING_KEPT`.
-static STAGING: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
-const STAGING_KEPT: usize = 8;
-
-/// Runs `f` with a staging buffer of `STAGING_LEN + BLOCK` bytes (the spare `BLOCK` lets
-/// the window start aligned), taken from the pool and given back after.
-fn with_staging<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
-    let taken = STAGING.lock().unwrap_or_else(|e| e.into_inner()).pop();
-    let mut buf = taken.unwrap_or_else(|| vec![0; STAGING_LEN + BLOCK]);
-    let r = f(&mut buf);
-    let mut pool = STAGING.lock().unwrap_or_else(|e| e.into_inner());
-    if pool.len() < STAGING_KEPT {
-        pool.push(buf);
-    }
-    r
+thread_local! {
+    /// One staging buffer per (blocking) thread, not per camera: spool writes are short
+    /// and few run at once. `BLOCK` spare bytes let the window start aligned.
+    static STAGING: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; STAGING_LEN + BLOCK]);
 }
 
 /// A segment being written into the spool.
@@ -160,7 +145,7 @@ impl SegmentFile {
         self.len
     }
 
-    /// Appends one fragment (moof + mdat) holding `frames`, with writes of up to 1 MiB
+    /// Appends one fragment (moof + mdat) holding `frames`, with writes of up to 256 KiB
     /// and one `fdatasync` — per GOP, not per frame (the syscalls dominate a recorder's
     /// CPU).
     /// `durations[i]` is the 90 kHz duration of `frames[i]`. On error the file still
@@ -192,7 +177,7 @@ impl SegmentFile {
     /// nothing before it changed) and the state is left as it was.
     fn write_after_end(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         let mut offset = self.len - self.tail.len() as u64;
-        let written = with_staging(|staging| -> io::Result<usize> {
+        let written = STAGING.with_borrow_mut(|staging| -> io::Result<usize> {
             let skew = staging.as_ptr().align_offset(BLOCK);
             let buf = &mut staging[skew..skew + STAGING_LEN];
             buf[..self.tail.len()].copy_from_slice(&self.tail);
@@ -406,13 +391,13 @@ mod tests {
             .collect()
     }
 
-    /// Fragments small and large: one within a block, one across the 1 MiB staging
+    /// Fragments small and large: one within a block, one across the 256 KiB staging
     /// buffer several times, odd sizes so that every write starts mid-block.
     fn write_three(dir: &Path) -> (SegmentFile, Vec<Vec<Arc<Frame>>>) {
         let p = Arc::new(params());
         let cam = CameraId::parse("room-1").unwrap();
         let mut seg = SegmentFile::create(dir, &cam, 1_700_000_000_000_000, "run-1", &p).unwrap();
-        let gops = [gop(3, 333, 1, &p), gop(200, 13_337, 2, &p), gop(7, 1_001, 3, &p)];
+        let gops = [gop(3, 333, 1, &p), gop(50, 13_337, 2, &p), gop(7, 1_001, 3, &p)];
         for g in &gops {
             seg.append_fragment(g, &vec![3600; g.len()]).unwrap();
         }
