@@ -102,11 +102,13 @@ impl Uploader {
                     return;
                 }
             }
-            // Wakes for a retry or the drain deadline; otherwise only a segment or a
-            // finished upload wakes it (an idle uploader costs nothing).
-            let sleep_until = match (retry_at, closed_at) {
-                (Some(t), _) => t,
-                (None, Some(closed)) => tokio::time::Instant::from_std(closed + self.drain_deadline),
+            // Wakes for a retry or the drain deadline, whichever comes first (a retry
+            // backoff must not carry a shutdown past its deadline); otherwise only a
+            // segment or a finished upload wakes it (an idle uploader costs nothing).
+            let deadline = closed_at.map(|closed| tokio::time::Instant::from_std(closed + self.drain_deadline));
+            let sleep_until = match (retry_at, deadline) {
+                (Some(t), Some(d)) => t.min(d),
+                (Some(t), None) | (None, Some(t)) => t,
                 (None, None) => tokio::time::Instant::now() + IDLE_WAKE,
             };
             tokio::select! {
