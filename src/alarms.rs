@@ -246,6 +246,9 @@ struct Inner {
     http: Option<http_client::Client>,
     /// Where this server says it is, in webhook bodies (its public URL or listen address).
     origin: String,
+    /// Wakes the re-notifier when an alarm is raised: it sleeps until the next
+    /// re-notification is due, and a new alarm may be due before that.
+    raised: tokio::sync::Notify,
 }
 
 impl Alarms {
@@ -257,7 +260,8 @@ impl Alarms {
                 .build()
                 .expect("HTTP client for the alarm webhook")
         });
-        Alarms { db, inner: Arc::new(Inner { cfg, lock: tokio::sync::Mutex::new(()), http, origin }) }
+        let raised = tokio::sync::Notify::new();
+        Alarms { db, inner: Arc::new(Inner { cfg, lock: tokio::sync::Mutex::new(()), http, origin, raised }) }
     }
 
     /// Raises an alarm of `kind` for `camera` (None: server-wide), or refreshes the
@@ -328,6 +332,8 @@ impl Alarms {
             alarm.snapshot = Some(format!("/api/v1/alarms/{}/snapshot.jpg", alarm.id));
         }
         drop(_g);
+        // One re-notifier: a raise while it is busy leaves a permit for its next wait.
+        self.inner.raised.notify_one();
         warn!(camera = camera.unwrap_or("-"), kind = kind.as_str(), "alarm raised: {detail}");
         self.deliver(Event::Raised, &alarm);
         Ok(Some(alarm))
@@ -442,12 +448,21 @@ impl Alarms {
     /// Sends again every raised alarm nobody has acknowledged whose next notification is
     /// due: `renotify_initial` after the previous one, doubling up to `renotify_max`.
     pub async fn renotify_due(&self) -> Result<usize, DbError> {
+        Ok(self.renotify_pass().await?.0)
+    }
+
+    /// [`Alarms::renotify_due`], and when the next re-notification falls due (None: no
+    /// unacknowledged alarm is live).
+    async fn renotify_pass(&self) -> Result<(usize, Option<WallUs>), DbError> {
         let now = now_us();
         let live = self.all_live().await?;
         let mut sent = 0;
+        let mut next_due: Option<WallUs> = None;
         for a in live.into_iter().filter(|a| a.acknowledged_at.is_none()) {
             let last = a.notified_at_us.unwrap_or(a.raised_at_us);
-            if now < last + renotify_delay(&self.inner.cfg, a.notify_count).as_micros() as i64 {
+            let due = last + renotify_delay(&self.inner.cfg, a.notify_count).as_micros() as i64;
+            if now < due {
+                next_due = Some(next_due.map_or(due, |n| n.min(due)));
                 continue;
             }
             let row = sqlx::query(concat!(
@@ -460,20 +475,28 @@ impl Alarms {
             warn!(camera = a.camera_id.as_deref().unwrap_or("-"), kind = a.kind, "alarm still unacknowledged: {}", a.detail);
             self.deliver(Event::Renotify, &a);
             sent += 1;
+            let due = now + renotify_delay(&self.inner.cfg, a.notify_count).as_micros() as i64;
+            next_due = Some(next_due.map_or(due, |n| n.min(due)));
         }
-        Ok(sent)
+        Ok((sent, next_due))
     }
 
-    /// Runs [`Alarms::renotify_due`] every few seconds until `stop`.
+    /// Runs [`Alarms::renotify_due`] until `stop`: whenever the next re-notification falls
+    /// due or an alarm is raised, and at least every [`RENOTIFY_RECHECK`] (an alarm
+    /// acknowledged or raised by another process sharing the database).
     pub async fn run_renotifier(self, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
         loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    if let Err(e) = self.renotify_due().await {
-                        warn!("alarm re-notification: {e}");
-                    }
+            let wait = match self.renotify_pass().await {
+                Ok((_, Some(due))) => Duration::from_micros((due - now_us()).max(0) as u64).min(RENOTIFY_RECHECK),
+                Ok((_, None)) => RENOTIFY_RECHECK,
+                Err(e) => {
+                    warn!("alarm re-notification: {e}");
+                    Duration::from_secs(5)
                 }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait.max(Duration::from_millis(100))) => {}
+                _ = self.inner.raised.notified() => {}
                 _ = stop.cancelled() => return,
             }
         }
@@ -531,6 +554,9 @@ pub fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
 }
 
 /// The wait after the `count`-th notification before the next one.
+/// The re-notifier looks at the alarms at least this often, due or not.
+const RENOTIFY_RECHECK: Duration = Duration::from_secs(60);
+
 fn renotify_delay(cfg: &AlarmsConfig, count: i64) -> Duration {
     let doublings = (count - 1).clamp(0, 20) as u32;
     cfg.renotify_initial.saturating_mul(1 << doublings).min(cfg.renotify_max)

@@ -31,8 +31,10 @@ use crate::camsim;
 /// After the recorders stop, how long the uploader may keep draining the spool.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
 const HEARTBEAT: Duration = Duration::from_secs(5);
-/// How often the database's added cameras are checked for new or changed ones.
-const RECONCILE_CAMERAS: Duration = Duration::from_secs(3);
+/// How often the database's added cameras are checked for new or changed ones. The API
+/// starts the cameras it adds at once; this picks up those added by the CLI (another
+/// process), within seconds without a query every second or two while idle.
+const RECONCILE_CAMERAS: Duration = Duration::from_secs(10);
 
 pub struct App {
     config: Config,

@@ -89,6 +89,7 @@ impl Db {
         .execute(&self.pool)
         .await
         .map_err(|e| taken(e, || format!("camera {:?} already exists", c.id.as_str())))?;
+        self.cameras_changed();
         Ok(())
     }
 
@@ -127,6 +128,7 @@ impl Db {
         if n.rows_affected() == 0 {
             return Err(CentreError::NotFound(format!("camera {:?} was not added through the API", c.id.as_str())));
         }
+        self.cameras_changed();
         Ok(())
     }
 }

@@ -8,6 +8,7 @@
 //! objects plus the events that explain gaps.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
@@ -50,6 +51,9 @@ pub enum Backend {
 pub struct Db {
     pool: AnyPool,
     pub backend: Backend,
+    /// Counts this process's changes to cameras and their placement (see
+    /// [`Db::watch_cameras`]).
+    cameras_changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -94,6 +98,9 @@ impl Db {
         let pool = AnyPoolOptions::new()
             // SQLite serialises writers anyway; a few readers for the API are plenty.
             .max_connections(if backend == Backend::Sqlite { 4 } else { 10 })
+            // A ping before every query is a second round trip to SQLite's worker thread
+            // (and a wake-up); a local file has no connection to go stale.
+            .test_before_acquire(backend == Backend::Postgres)
             .connect_with(opts)
             .await?;
         if backend == Backend::Sqlite {
@@ -101,12 +108,23 @@ impl Db {
             // at most uncommitted transactions.
             sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
         }
-        let db = Db { pool, backend };
+        let db = Db { pool, backend, cameras_changed: Arc::new(tokio::sync::watch::Sender::new(0)) };
         match backend {
             Backend::Sqlite => MIGRATE_SQLITE.run(&db.pool).await?,
             Backend::Postgres => MIGRATE_POSTGRES.run(&db.pool).await?,
         }
         Ok(db)
+    }
+
+    /// Changes when this process adds, edits or decommissions a camera, so that those
+    /// who poll the cameras (the reconciler, the watchdog) look now. Changes made by
+    /// another process (the CLI) reach them at their next poll.
+    pub fn watch_cameras(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.cameras_changed.subscribe()
+    }
+
+    pub(crate) fn cameras_changed(&self) {
+        self.cameras_changed.send_modify(|n| *n += 1);
     }
 
     /// The pool, for modules that keep their own tables (alarms).

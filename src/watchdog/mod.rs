@@ -66,8 +66,11 @@ impl Verdict {
     }
 }
 
-/// How often the spool backlog and decommissions are read from the index.
-const INDEX_CHECK: Duration = Duration::from_secs(2);
+/// How often the spool backlog and decommissions are read from the index (at once when
+/// this process decommissions a camera; a decommission by the CLI waits for the next).
+/// Each read is a database round trip; a backlog threshold shorter than twice this
+/// shortens it (the alarm would otherwise come late by more than its threshold).
+const INDEX_CHECK: Duration = Duration::from_secs(10);
 /// At most one warning this often about the watchdog's own failures (a database down).
 const WARN_EVERY: Duration = Duration::from_secs(30);
 /// A camera missing from the fleet this long has left it (a restart with new settings
@@ -135,6 +138,8 @@ impl Watchdog {
         let mut last_index_check: Option<Instant> = None;
         let started = Instant::now();
         let mut ghosts_cleared = false;
+        let mut cameras_changed = self.db.watch_cameras();
+        let index_check = INDEX_CHECK.min(self.config.watchdog.spool_backlog_after / 2).max(Duration::from_secs(1));
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -144,7 +149,9 @@ impl Watchdog {
             if !ghosts_cleared && started.elapsed() >= Duration::from_micros(GONE_AFTER_US as u64) {
                 ghosts_cleared = self.clear_ghosts(&mut known).await;
             }
-            if last_index_check.is_none_or(|t| t.elapsed() >= INDEX_CHECK) {
+            let changed = cameras_changed.has_changed().unwrap_or(false);
+            if changed || last_index_check.is_none_or(|t| t.elapsed() >= index_check) {
+                cameras_changed.mark_unchanged();
                 last_index_check = Some(Instant::now());
                 self.check_decommissions(&mut known, &mut decommissioned).await;
                 let cfg = &self.config.watchdog;

@@ -97,6 +97,7 @@ impl Db {
         .await?;
         let after = lock_camera(&mut tx, centre, camera, stamp).await?;
         tx.commit().await?;
+        self.cameras_changed();
         Ok(after)
     }
 
@@ -134,6 +135,7 @@ impl Db {
             .await?;
         let after = lock_camera(&mut tx, centre, camera, stamp).await?;
         tx.commit().await?;
+        self.cameras_changed();
         Ok(after)
     }
 }
