@@ -553,10 +553,10 @@ pub fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// The wait after the `count`-th notification before the next one.
 /// The re-notifier looks at the alarms at least this often, due or not.
 const RENOTIFY_RECHECK: Duration = Duration::from_secs(60);
 
+/// The wait after the `count`-th notification before the next one.
 fn renotify_delay(cfg: &AlarmsConfig, count: i64) -> Duration {
     let doublings = (count - 1).clamp(0, 20) as u32;
     cfg.renotify_initial.saturating_mul(1 << doublings).min(cfg.renotify_max)
@@ -601,6 +601,31 @@ mod tests {
         // The cause coming back is a new alarm.
         let b = alarms.raise(Some("cam"), AlarmKind::NoFrames, "no frame for 10 s").await.unwrap().unwrap();
         assert_ne!(a.id, b.id);
+    }
+
+    /// The running re-notifier wakes for an alarm raised while it sleeps, and again when
+    /// its next re-notification falls due: not at its one-minute recheck.
+    #[tokio::test]
+    async fn the_renotifier_wakes_when_an_alarm_is_raised_and_when_it_falls_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/a.db", dir.path().display())).await.unwrap();
+        let cfg = AlarmsConfig {
+            renotify_initial: Duration::from_millis(300),
+            renotify_max: Duration::from_millis(300),
+            ..Default::default()
+        };
+        let alarms = Alarms::new(db, cfg, "test".into());
+        let stop = CancellationToken::new();
+        let runner = tokio::spawn(alarms.clone().run_renotifier(stop.clone()));
+        // No alarm: the runner now sleeps for its recheck (a minute).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let a = alarms.raise(None, AlarmKind::UploadFailing, "storage down").await.unwrap().unwrap();
+        tokio::time::sleep(Duration::from_millis(1400)).await;
+        let count = alarms.get(a.id).await.unwrap().unwrap().notify_count;
+        stop.cancel();
+        runner.await.unwrap();
+        // Sent at the raise, then every 300 ms: 1 + about 4 re-notifications in 1.4 s.
+        assert!((3..=6).contains(&count), "notify_count {count} after 1.4 s at one re-notification per 300 ms");
     }
 
     #[test]
