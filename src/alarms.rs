@@ -566,19 +566,21 @@ fn renotify_delay(cfg: &AlarmsConfig, count: i64) -> Duration {
 mod tests {
     use super::*;
 
+    /// Alarms on a fresh SQLite store (kept while the directory lives) with this
+    /// re-notification schedule.
+    async fn sqlite_alarms(renotify_initial: Duration, renotify_max: Duration) -> (tempfile::TempDir, Alarms) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/a.db", dir.path().display())).await.unwrap();
+        let cfg = AlarmsConfig { renotify_initial, renotify_max, ..Default::default() };
+        (dir, Alarms::new(db, cfg, "test".into()))
+    }
+
     /// The schedule end to end on a real (SQLite) store: one live alarm per camera and
     /// kind, re-sent only when due, with the delay doubling, and never after an
     /// acknowledgement.
     #[tokio::test]
     async fn unacknowledged_alarms_are_sent_again_with_backoff_until_acknowledged() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!("sqlite://{}/a.db", dir.path().display())).await.unwrap();
-        let cfg = AlarmsConfig {
-            renotify_initial: Duration::from_millis(500),
-            renotify_max: Duration::from_secs(60),
-            ..Default::default()
-        };
-        let alarms = Alarms::new(db, cfg, "test".into());
+        let (_dir, alarms) = sqlite_alarms(Duration::from_millis(500), Duration::from_secs(60)).await;
         let a = alarms.raise(Some("cam"), AlarmKind::NoFrames, "no frame for 11 s").await.unwrap().unwrap();
         assert_eq!(a.state, "raised");
         assert!(alarms.raise(Some("cam"), AlarmKind::NoFrames, "no frame for 12 s").await.unwrap().is_none());
@@ -607,14 +609,7 @@ mod tests {
     /// its next re-notification falls due: not at its one-minute recheck.
     #[tokio::test]
     async fn the_renotifier_wakes_when_an_alarm_is_raised_and_when_it_falls_due() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!("sqlite://{}/a.db", dir.path().display())).await.unwrap();
-        let cfg = AlarmsConfig {
-            renotify_initial: Duration::from_millis(300),
-            renotify_max: Duration::from_millis(300),
-            ..Default::default()
-        };
-        let alarms = Alarms::new(db, cfg, "test".into());
+        let (_dir, alarms) = sqlite_alarms(Duration::from_millis(300), Duration::from_millis(300)).await;
         let stop = CancellationToken::new();
         let runner = tokio::spawn(alarms.clone().run_renotifier(stop.clone()));
         // No alarm: the runner now sleeps for its recheck (a minute).
