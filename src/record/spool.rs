@@ -48,13 +48,16 @@ pub struct SegmentMeta {
 /// logical block size Linux file systems use for `O_DIRECT` (512 or 4096 bytes).
 const BLOCK: usize = 4096;
 
-/// Bytes staged per direct write: a multiple of `BLOCK`, a quarter of a 4 Mbit/s GOP.
-const STAGING_LEN: usize = 256 * 1024;
+/// Most bytes staged per direct write, a multiple of `BLOCK`: a whole fragment up to
+/// this size (a 2 s GOP at 8 Mbit/s) goes out in one write, so the thread sleeps once
+/// for the device, not once per slice; a larger one in several.
+const STAGING_MAX: usize = 2 * 1024 * 1024;
 
 thread_local! {
     /// One staging buffer per (blocking) thread, not per camera: spool writes are short
-    /// and few run at once. `BLOCK` spare bytes let the window start aligned.
-    static STAGING: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; STAGING_LEN + BLOCK]);
+    /// and few run at once. It grows to the largest fragment the thread has written (at
+    /// most `STAGING_MAX`); `BLOCK` spare bytes let the window start aligned.
+    static STAGING: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// A segment being written into the spool.
@@ -145,9 +148,9 @@ impl SegmentFile {
         self.len
     }
 
-    /// Appends one fragment (moof + mdat) holding `frames`, with writes of up to 256 KiB
-    /// and one `fdatasync` — per GOP, not per frame (the syscalls dominate a recorder's
-    /// CPU).
+    /// Appends one fragment (moof + mdat) holding `frames`, in one write (several for a
+    /// fragment over `STAGING_MAX`) and one `fdatasync` — per GOP, not per frame (the
+    /// syscalls and the sleeps for the device dominate a recorder's CPU).
     /// `durations[i]` is the 90 kHz duration of `frames[i]`. On error the file still
     /// ends on its last complete fragment.
     pub fn append_fragment(&mut self, frames: &[Arc<Frame>], durations: &[u32]) -> io::Result<()> {
@@ -177,20 +180,25 @@ impl SegmentFile {
     /// nothing before it changed) and the state is left as it was.
     fn write_after_end(&mut self, parts: &[&[u8]]) -> io::Result<()> {
         let mut offset = self.len - self.tail.len() as u64;
+        let total = self.tail.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+        let window = total.div_ceil(BLOCK).max(1).saturating_mul(BLOCK).min(STAGING_MAX);
         let written = STAGING.with_borrow_mut(|staging| -> io::Result<usize> {
+            if staging.len() < window + BLOCK {
+                staging.resize(window + BLOCK, 0);
+            }
             let skew = staging.as_ptr().align_offset(BLOCK);
-            let buf = &mut staging[skew..skew + STAGING_LEN];
+            let buf = &mut staging[skew..skew + window];
             buf[..self.tail.len()].copy_from_slice(&self.tail);
             let mut fill = self.tail.len();
             for part in parts {
                 let mut part = *part;
                 while !part.is_empty() {
-                    let n = part.len().min(STAGING_LEN - fill);
+                    let n = part.len().min(window - fill);
                     buf[fill..fill + n].copy_from_slice(&part[..n]);
                     (fill, part) = (fill + n, &part[n..]);
-                    if fill == STAGING_LEN {
+                    if fill == window {
                         self.file.write_all_at(buf, offset)?;
-                        (offset, fill) = (offset + STAGING_LEN as u64, 0);
+                        (offset, fill) = (offset + window as u64, 0);
                     }
                 }
             }
@@ -391,13 +399,14 @@ mod tests {
             .collect()
     }
 
-    /// Fragments small and large: one within a block, one across the 256 KiB staging
-    /// buffer several times, odd sizes so that every write starts mid-block.
-    fn write_three(dir: &Path) -> (SegmentFile, Vec<Vec<Arc<Frame>>>) {
+    /// Fragments small and large: one within a block, one in a single write, one larger
+    /// than the staging window (several writes), odd sizes so that every write starts
+    /// mid-block.
+    fn write_fragments(dir: &Path) -> (SegmentFile, Vec<Vec<Arc<Frame>>>) {
         let p = Arc::new(params());
         let cam = CameraId::parse("room-1").unwrap();
         let mut seg = SegmentFile::create(dir, &cam, 1_700_000_000_000_000, "run-1", &p).unwrap();
-        let gops = [gop(3, 333, 1, &p), gop(50, 13_337, 2, &p), gop(7, 1_001, 3, &p)];
+        let gops = [gop(3, 333, 1, &p), gop(50, 13_337, 2, &p), gop(200, 13_337, 3, &p), gop(7, 1_001, 4, &p)];
         for g in &gops {
             seg.append_fragment(g, &vec![3600; g.len()]).unwrap();
         }
@@ -411,7 +420,7 @@ mod tests {
     #[test]
     fn a_crash_leaves_at_most_a_padded_block_which_recovery_cuts() {
         let dir = tempfile::tempdir().unwrap();
-        let (seg, gops) = write_three(dir.path());
+        let (seg, gops) = write_fragments(dir.path());
         let (len, path) = (seg.bytes(), seg.path.clone());
         eprintln!("direct I/O: {}", seg.is_direct());
         drop(seg); // killed before the segment was finished
@@ -434,7 +443,7 @@ mod tests {
     #[test]
     fn a_finished_segment_has_its_exact_length_and_hash() {
         let dir = tempfile::tempdir().unwrap();
-        let (seg, gops) = write_three(dir.path());
+        let (seg, gops) = write_fragments(dir.path());
         let done = seg.finish(1_700_000_060_000_000, 0).unwrap().expect("has frames");
         let data = fs::read(&done.path).unwrap();
         assert_eq!(data.len() as i64, done.row.bytes);
