@@ -334,17 +334,32 @@ async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&MainDb>, group: &
     let mut delivered = false;
     let mut arrivals = ArrivalClock::default();
     let mut reports = ArrivalClock::default();
+    // The camera is given up after FRAME_TIMEOUT without a video frame (RTCP or other
+    // streams do not count). One timer, moved only when it fires, instead of a new
+    // timeout per item: arming and dropping a timer for every frame of every camera was
+    // measurable on the capture thread.
+    let mut last_frame = tokio::time::Instant::now();
+    let no_frames = tokio::time::sleep(FRAME_TIMEOUT);
+    tokio::pin!(no_frames);
     loop {
-        let item = match timeout(FRAME_TIMEOUT, demuxed.next()).await {
-            Err(_) => {
+        let next = tokio::select! {
+            biased;
+            next = demuxed.next() => next,
+            () = &mut no_frames => {
+                if last_frame.elapsed() < FRAME_TIMEOUT {
+                    no_frames.as_mut().reset(last_frame + FRAME_TIMEOUT);
+                    continue;
+                }
                 return SessionEnd::Failed {
                     error: explain(hub, format!("no frames for {} s", FRAME_TIMEOUT.as_secs())),
                     delivered,
-                }
+                };
             }
-            Ok(None) => return SessionEnd::Failed { error: explain(hub, "camera closed the stream"), delivered },
-            Ok(Some(Err(e))) => return SessionEnd::Failed { error: explain(hub, e), delivered },
-            Ok(Some(Ok(item))) => item,
+        };
+        let item = match next {
+            None => return SessionEnd::Failed { error: explain(hub, "camera closed the stream"), delivered },
+            Some(Err(e)) => return SessionEnd::Failed { error: explain(hub, e), delivered },
+            Some(Ok(item)) => item,
         };
         let f = match item {
             CodecItem::VideoFrame(f) => f,
@@ -357,6 +372,7 @@ async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&MainDb>, group: &
         if f.stream_id() != stream_i {
             continue;
         }
+        last_frame = tokio::time::Instant::now();
         if params.is_none() || f.has_new_parameters() {
             match stream_params(&demuxed, stream_i) {
                 Ok(Some(p)) => {

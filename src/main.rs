@@ -125,6 +125,10 @@ enum Command {
         /// Fault: every connection is dropped after playing for this many seconds.
         #[arg(long)]
         drop_after_secs: Option<f64>,
+        /// Fault: the cameras' encoders freeze after playing for this many seconds: no
+        /// more video, while the RTSP session and RTCP sender reports go on.
+        #[arg(long)]
+        freeze_after_secs: Option<f64>,
         /// Also serve rtsp://LISTEN/NAME, looping the Annex B file PATH (H.264, or H.265
         /// if it ends in .h265/.hevc) at 25 fps: IDR first, closed GOPs, no B-frames
         /// (see scripts/make-tamper-clips.sh). Read and checked at start. Repeatable.
@@ -334,11 +338,12 @@ async fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 }
             })
         }
-        Command::Camsim { listen, streams, username, password, clock_offset_ms, rtp_clock_ppm, drop_after_secs, clips } => {
+        Command::Camsim { listen, streams, username, password, clock_offset_ms, rtp_clock_ppm, drop_after_secs, freeze_after_secs, clips } => {
             let faults = cradle::camsim::Faults {
                 clock_offset_ms,
                 rtp_clock_ppm,
                 drop_after: drop_after_secs.map(|s| std::time::Duration::from_secs_f64(s.max(0.1))),
+                freeze_after: freeze_after_secs.map(|s| std::time::Duration::from_secs_f64(s.max(0.1))),
             };
             let names: Vec<(String, PathBuf)> = clips.iter().map(|c| (c.name.clone(), c.path.clone())).collect();
             let opts = cradle::camsim::Options { streams, username, password, faults, extra: clips };

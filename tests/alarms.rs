@@ -94,7 +94,7 @@ async fn wait_port(port: u16) {
 }
 
 /// `cradle camsim` with one camera and camsim's fault options (`--clock-offset-ms`,
-/// `--rtp-clock-ppm`, `--drop-after-secs`).
+/// `--rtp-clock-ppm`, `--drop-after-secs`, `--freeze-after-secs`).
 async fn camsim_with(port: u16, faults: &[&str]) -> Proc {
     let child = Command::new(BIN)
         .args(["camsim", "--listen", &format!("127.0.0.1:{port}"), "--streams", "1"])
@@ -239,6 +239,44 @@ async fn a_camera_dropping_its_connection_again_and_again_raises_a_reconnect_sto
     assert!(fixed.elapsed() >= Duration::from_secs(12), "cleared only after a quiet window: {a:#}");
     assert!(a["clear_detail"].as_str().unwrap().contains("no reconnect for 15 s"), "{a:#}");
     wait_health(&server, "flaky", "recording", Duration::from_secs(10)).await;
+}
+
+// ---- frozen encoder ---------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_whose_video_freezes_while_its_rtcp_goes_on_is_reconnected_and_recording_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cam_port = free_port();
+    // Every session sends 3 s of video, then only RTCP sender reports (every 5 s).
+    let _cam = camsim_with(cam_port, &["--freeze-after-secs", "3"]).await;
+    let mut spec = ServerSpec::new(Backend::Sqlite, tmp.path()).await;
+    spec.segment_seconds = 4;
+    spec.cameras.push(CameraSpec::new("hung", &format!("rtsp://127.0.0.1:{cam_port}/cam1")));
+    let t_start = SystemTime::now();
+    let server = spec.start().await;
+    server.wait_recording("hung", Duration::from_secs(20)).await;
+    // The sender reports keep the RTSP session busy; only video counts as a sign of life.
+    wait_until("the hung session to be dropped and reopened", Duration::from_secs(30), || async {
+        server.camera("hung").await["reconnects"].as_u64().unwrap() >= 1
+    })
+    .await;
+    let frames_before = server.camera("hung").await["frames"].as_u64().unwrap();
+    wait_until("video from the new session", Duration::from_secs(20), || async {
+        server.camera("hung").await["frames"].as_u64().unwrap() > frames_before + 25
+    })
+    .await;
+    // The frozen span is a gap that says why, and the new session's footage is indexed
+    // once it freezes in turn and is dropped.
+    wait_until("a segment after the frozen span", Duration::from_secs(40), || async {
+        let rec = server.recordings("hung", &rfc3339(t_start), &now_rfc3339()).await;
+        let gap_end = rec["gaps"].as_array().unwrap().iter().find(|g| g["cause"] == "camera_offline").map(|g| secs(&g["end"]));
+        gap_end.is_some_and(|end| rec["segments"].as_array().unwrap().iter().any(|s| secs(&s["start"]) >= end - 0.1))
+    })
+    .await;
+    let rec = server.recordings("hung", &rfc3339(t_start), &now_rfc3339()).await;
+    let gap = rec["gaps"].as_array().unwrap().iter().find(|g| g["cause"] == "camera_offline").unwrap();
+    assert!(gap["detail"].as_str().unwrap().contains("no frames for 10 s"), "{gap:#}");
+    assert!(secs_between(&gap["start"], &gap["end"]) >= 9.0, "the frozen span is the gap: {gap:#}");
 }
 
 // ---- frame-rate and bitrate collapse ----------------------------------------------------

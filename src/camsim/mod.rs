@@ -75,6 +75,9 @@ pub struct Faults {
     pub rtp_clock_ppm: i64,
     /// It drops every connection after playing for this long (a flaky camera or link).
     pub drop_after: Option<Duration>,
+    /// Its encoder freezes after playing for this long: no more video, while the RTSP
+    /// session and the RTCP sender reports go on (a hung camera that still answers).
+    pub freeze_after: Option<Duration>,
 }
 
 impl Options {

@@ -119,8 +119,10 @@ struct Playing {
     base: Instant,
     base_frame: u64,
     next_sr: Instant,
-    /// When PLAY came (for [`Faults::drop_after`]).
+    /// When PLAY came (for [`Faults::drop_after`] and [`Faults::freeze_after`]).
     since: Instant,
+    /// The video has frozen ([`Faults::freeze_after`]).
+    frozen: bool,
 }
 
 impl Session {
@@ -495,6 +497,7 @@ impl Conn {
                 base_frame: s.next_frame,
                 next_sr: now,
                 since: now,
+                frozen: false,
             });
             info!(peer = %self.peer, mount = %s.mount, "camsim: playing");
         }
@@ -553,6 +556,11 @@ impl Conn {
                 bail!("dropped after {after:?} of playing (simulated fault)");
             }
         }
+        let frozen = self.shared.faults.freeze_after.is_some_and(|after| now.duration_since(p.since) >= after);
+        if frozen && !p.frozen {
+            p.frozen = true;
+            info!(peer = %self.peer, mount = %s.mount, "camsim: video frozen, RTCP goes on (simulated fault)");
+        }
         if now > due + MAX_LAG {
             debug!(peer = %self.peer, mount = %s.mount, "camsim: client too slow, re-basing schedule");
             p.base = now;
@@ -566,6 +574,7 @@ impl Conn {
         });
         self.out.clear();
         match &mut s.garbage {
+            _ if frozen => {}
             Some(rng) => s.sender.stamp_garbage(rng, k, &mut self.out),
             None => {
                 let frames = &self.shared.library.source(&s.mount).packets.frames;
@@ -583,6 +592,9 @@ impl Conn {
             s.sender.sender_report(camera_now, rtp_time, &mut self.out);
         }
         s.next_frame += 1;
+        if self.out.is_empty() {
+            return Ok(());
+        }
         write_all(stream, &self.out, shutdown).await
     }
 }
