@@ -77,13 +77,22 @@ where
     runtime().spawn(task)
 }
 
+/// Threads for the recorders' spool writes (`spawn_blocking` on the capture runtime).
+/// Hashing and copying a GOP takes under a millisecond and its direct write a few; at
+/// 50 cameras that is a few dozen writes a second, which two cores cannot run more of at
+/// once anyway. Without a cap tokio starts a thread per camera whose GOP ends in the same
+/// tick (50 threads at 50 cameras), each keeping its own staging buffer.
+const SPOOL_THREADS: usize = 4;
+
 /// The capture runtime: one worker thread that sleeps to the next batch tick before it
-/// parks, unless an [`Unbatched`] exists. Lives as long as the process.
+/// parks, unless an [`Unbatched`] exists, and [`SPOOL_THREADS`] for spool writes. Lives
+/// as long as the process.
 fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
+            .max_blocking_threads(SPOOL_THREADS)
             .thread_name("cradle-capture")
             .enable_all()
             .on_thread_park(wait_for_tick)
