@@ -334,10 +334,9 @@ async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&MainDb>, group: &
     let mut delivered = false;
     let mut arrivals = ArrivalClock::default();
     let mut reports = ArrivalClock::default();
-    // The camera is given up after FRAME_TIMEOUT without a video frame (RTCP or other
-    // streams do not count). One timer, moved only when it fires, instead of a new
-    // timeout per item: arming and dropping a timer for every frame of every camera was
-    // measurable on the capture thread.
+    // The session is given up after FRAME_TIMEOUT without a video frame: RTCP and other
+    // streams do not count (a camera whose encoder hung may go on sending sender
+    // reports). One timer, moved only when it fires, not one per item.
     let mut last_frame = tokio::time::Instant::now();
     let no_frames = tokio::time::sleep(FRAME_TIMEOUT);
     tokio::pin!(no_frames);
