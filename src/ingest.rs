@@ -195,11 +195,14 @@ fn explain(hub: &CameraHub, e: impl std::fmt::Display) -> String {
 
 /// What to check, for the errors whose cause is usually the configuration.
 fn hint(msg: &str) -> &'static str {
-    if msg.contains("401") {
+    // The status as retina words it ("404 response to DESCRIBE"): a bare "401" also
+    // matches ports, byte positions and session ids elsewhere in the message.
+    let status = |code: &str| msg.contains(&format!("{code} response")) || msg.contains(&format!("RTSP/1.0 {code}"));
+    if status("401") {
         " — check username/password in [[cameras]]"
     } else if msg.contains("Connection refused") || msg.contains("connection refused") {
         " — is the camera on and the URL's host:port right?"
-    } else if msg.contains("404") {
+    } else if status("404") {
         " — check the stream path in the camera URL"
     } else {
         ""
