@@ -15,12 +15,21 @@
 //! and a full socket buffer drops packets — it holds an [`Unbatched`] and the thread
 //! does not sleep.
 //!
+//! A tick must also poll the sockets. Tokio's worker does not poll its driver (sockets,
+//! timers) when it was notified while it slept — a spool write finishing, a database
+//! call returning from the main runtime — it runs the woken task and comes back to
+//! park, which would sleep to the tick after without having read a byte. At a quarter
+//! second that only delayed reads; at a second, segment ends (a chain of such hand-offs)
+//! left a camera unread for seconds and its socket buffer grew to megabytes. So each
+//! sleep ends with a note to a socket of the thread's own, and the thread sleeps again
+//! only once the driver has delivered that note (see [`witness_driver_polls`]).
+//!
 //! Database work from this thread goes through [`MainDb`], which runs it on the main
 //! runtime: a database connection opened here would be driven by the batching thread,
 //! and every query on it, an API request's included, would wait for the next tick.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -39,8 +48,26 @@ pub fn set_batch(batch: Duration) {
     BATCH_NS.store(batch.as_nanos() as u64, Ordering::Relaxed);
 }
 
+/// The batch length in force (zero: none).
+pub fn batch() -> Duration {
+    Duration::from_nanos(BATCH_NS.load(Ordering::Relaxed))
+}
+
 /// `Unbatched` guards alive.
 static UNBATCHED: AtomicUsize = AtomicUsize::new(0);
+
+/// Set by [`hurry`]: the next wait for the tick (or the one in progress) ends at once.
+static HURRY: AtomicBool = AtomicBool::new(false);
+
+/// Sleeps to a tick the capture thread has taken.
+static SLEEPS: AtomicU64 = AtomicU64::new(0);
+
+/// [`SLEEPS`] as it was when the capture runtime's driver last delivered a note sent
+/// after a sleep: below `SLEEPS`, the driver has not been polled since the last sleep.
+static POLLED: AtomicU64 = AtomicU64::new(0);
+
+/// Where a sleep's end is noted; the other end is read by [`witness_driver_polls`].
+static NOTE: OnceLock<std::os::unix::net::UnixDatagram> = OnceLock::new();
 
 /// Where the capture thread waits for its next tick; a new [`Unbatched`] wakes it.
 static WAKE: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
@@ -60,6 +87,17 @@ impl Unbatched {
         WAKE.1.notify_all();
         Unbatched(())
     }
+}
+
+/// Ends the capture thread's wait for its tick now, for a hand-off whose result a task
+/// there should not wait a batch for. A segment's end is a chain of them (the last
+/// fragment, closing the file, its index row, the next file): at a tick per link, the
+/// recorder fell behind the camera whenever a batch was not much shorter than a
+/// segment. A GOP's write needs no hurry: one tick per GOP keeps up.
+pub fn hurry() {
+    HURRY.store(true, Ordering::Release);
+    let _held = WAKE.0.lock().unwrap_or_else(|e| e.into_inner());
+    WAKE.1.notify_all();
 }
 
 impl Drop for Unbatched {
@@ -90,29 +128,69 @@ const SPOOL_THREADS: usize = 4;
 fn runtime() -> &'static Runtime {
     static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
+        let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .max_blocking_threads(SPOOL_THREADS)
             .thread_name("cradle-capture")
             .enable_all()
             .on_thread_park(wait_for_tick)
             .build()
-            .expect("cannot start the capture runtime")
+            .expect("cannot start the capture runtime");
+        let (note, notes) = std::os::unix::net::UnixDatagram::pair().expect("cannot make the capture thread's note socket");
+        for end in [&note, &notes] {
+            end.set_nonblocking(true).expect("cannot make the capture thread's note socket non-blocking");
+        }
+        let _ = NOTE.set(note);
+        runtime.spawn(witness_driver_polls(notes));
+        runtime
     })
 }
 
+/// Proof that the capture runtime's driver was polled after a sleep (see the module
+/// comment): each sleep sends a byte to `notes`, readable only once the driver has
+/// polled — the same poll that takes the sockets' readiness. Should this task ever
+/// stop, the thread no longer sleeps (more wake-ups, nothing unread).
+async fn witness_driver_polls(notes: std::os::unix::net::UnixDatagram) {
+    let notes = match tokio::net::UnixDatagram::from_std(notes) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::error!("capture thread: cannot watch its note socket ({e}); it will not batch");
+            return;
+        }
+    };
+    let mut buf = [0u8; 16];
+    loop {
+        if let Err(e) = notes.readable().await {
+            tracing::error!("capture thread: its note socket failed ({e}); it will not batch");
+            return;
+        }
+        while notes.try_recv(&mut buf).is_ok() {}
+        POLLED.store(SLEEPS.load(Ordering::Acquire), Ordering::Release);
+    }
+}
+
 /// Before the capture thread parks: waits for the next tick of the batch grid, unless
-/// batching is off or an [`Unbatched`] exists (or appears meanwhile).
+/// batching is off, an [`Unbatched`] exists (or appears meanwhile), or the driver has
+/// not been polled since the last wait (the park then polls it).
 fn wait_for_tick() {
     let tick = BATCH_NS.load(Ordering::Relaxed);
     if tick == 0 || UNBATCHED.load(Ordering::Relaxed) > 0 {
         return;
     }
+    if POLLED.load(Ordering::Acquire) < SLEEPS.load(Ordering::Relaxed) {
+        return;
+    }
     let deadline = std::time::Instant::now() + until_next_tick(std::time::SystemTime::now(), tick);
     let mut held = WAKE.0.lock().unwrap_or_else(|e| e.into_inner());
-    while UNBATCHED.load(Ordering::Relaxed) == 0 {
+    while UNBATCHED.load(Ordering::Relaxed) == 0 && !HURRY.swap(false, Ordering::AcqRel) {
         let now = std::time::Instant::now();
         if now >= deadline {
+            // A tick: the driver must poll the sockets before the next sleep. (A wait
+            // cut short needs no poll: the sockets can wait for the tick.)
+            SLEEPS.fetch_add(1, Ordering::AcqRel);
+            if let Some(note) = NOTE.get() {
+                let _ = note.send(&[1]);
+            }
             break;
         }
         held = WAKE.1.wait_timeout(held, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
@@ -156,13 +234,22 @@ impl MainDb {
         F: FnOnce(Db) -> Fut,
         Fut: Future<Output = db::Result<()>> + Send + 'static,
     {
-        self.main.spawn(f(self.db.clone())).await.unwrap_or_else(|e| Err(DbError::Interrupted(e.to_string())))
+        let call = f(self.db.clone());
+        let done = self.main.spawn(async move {
+            let result = call.await;
+            hurry();
+            result
+        });
+        done.await.unwrap_or_else(|e| Err(DbError::Interrupted(e.to_string())))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tests that set the wait's statics.
+    static STATICS: Mutex<()> = Mutex::new(());
 
     #[test]
     fn ticks_line_up_on_the_grid() {
@@ -176,9 +263,14 @@ mod tests {
 
     #[test]
     fn an_unbatched_guard_ends_the_wait_for_the_tick() {
+        let _one_at_a_time = STATICS.lock().unwrap_or_else(|e| e.into_inner());
         set_batch(Duration::from_secs(1));
         // Start just after a whole second, so the tick is ~990 ms away.
         std::thread::sleep(until_next_tick(std::time::SystemTime::now(), 1_000_000_000) + Duration::from_millis(10));
+        // As after a driver poll, so the wait does not return at once for want of one,
+        // and with no hurry left over from another test's hand-off.
+        POLLED.store(SLEEPS.load(Ordering::Acquire), Ordering::Release);
+        HURRY.store(false, Ordering::Release);
         let waiter = std::thread::spawn(|| {
             let t0 = std::time::Instant::now();
             wait_for_tick();
@@ -189,11 +281,49 @@ mod tests {
         let waited = waiter.join().unwrap();
         drop(guard);
         set_batch(Duration::from_millis(crate::config::DEFAULT_BATCH_MS));
+        assert!(waited >= Duration::from_millis(40), "returned after {waited:?}, before the guard was made");
         assert!(waited < Duration::from_millis(500), "waited {waited:?} for a tick ~990 ms away");
     }
 
+    #[test]
+    fn a_hurried_hand_off_is_taken_up_before_the_tick() {
+        let _one_at_a_time = STATICS.lock().unwrap_or_else(|e| e.into_inner());
+        set_batch(Duration::from_secs(1));
+        let (tx, rx) = std::sync::mpsc::channel();
+        spawn(async move {
+            // Ends 100 ms after a whole second, while the capture thread sleeps to the next.
+            let hurried = tokio::task::spawn_blocking(|| {
+                let to_tick = until_next_tick(std::time::SystemTime::now(), 1_000_000_000);
+                std::thread::sleep(to_tick + Duration::from_millis(100));
+                hurry();
+                std::time::Instant::now()
+            })
+            .await
+            .unwrap();
+            tx.send(hurried.elapsed()).unwrap();
+        });
+        let resumed = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        set_batch(Duration::from_millis(crate::config::DEFAULT_BATCH_MS));
+        assert!(resumed < Duration::from_millis(400), "the task went on {resumed:?} after the hand-off (next tick ~900 ms)");
+    }
+
+    #[test]
+    fn a_second_wait_before_the_driver_was_polled_returns_at_once() {
+        let _one_at_a_time = STATICS.lock().unwrap_or_else(|e| e.into_inner());
+        // The state after a wait whose park found a notification instead of polling.
+        let slept = SLEEPS.load(Ordering::Acquire);
+        POLLED.store(slept.saturating_sub(1), Ordering::Release);
+        SLEEPS.store(slept.max(1), Ordering::Release);
+        let t0 = std::time::Instant::now();
+        wait_for_tick();
+        assert!(t0.elapsed() < Duration::from_millis(50), "waited {:?} with the driver not polled", t0.elapsed());
+        assert_eq!(SLEEPS.load(Ordering::Acquire), slept.max(1), "a wait that did not happen was counted");
+    }
+
     #[tokio::test]
+    #[allow(clippy::await_holding_lock)] // a test: the lock only keeps the other tests of these statics out
     async fn database_calls_run_on_the_main_runtime() {
+        let _one_at_a_time = STATICS.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/c.db", dir.path().display());
         let db = Db::connect(&url).await.unwrap();

@@ -144,8 +144,8 @@ fn note_sender_report(
 /// slowly so a camera whose clock runs slow is followed) and dates each frame at floor
 /// plus RTP time: as late as the least delayed frame of the last moments (a few
 /// milliseconds) instead of up to a batch late, and never later than it was read. An
-/// offset more than a second above the floor means the camera's clock jumped back; the
-/// floor starts again from it. RTCP sender reports keep a clock of their own.
+/// offset more than a second (plus a batch, which any frame may wait) above the floor
+/// means the camera's clock jumped back; the floor starts again from it. RTCP sender reports keep a clock of their own.
 #[derive(Default)]
 struct ArrivalClock {
     floor: Option<(i64, WallUs)>,
@@ -162,7 +162,7 @@ impl ArrivalClock {
     fn arrival(&mut self, now: WallUs, ts_us: i64) -> WallUs {
         let offset = now - ts_us;
         let floor = match self.risen_floor(now) {
-            Some(risen) if offset > risen + Self::JUMP_US => offset,
+            Some(risen) if offset > risen + Self::JUMP_US + capture::batch().as_micros() as i64 => offset,
             Some(risen) => offset.min(risen),
             None => offset,
         };

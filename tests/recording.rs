@@ -439,3 +439,59 @@ fn malformed_configs_fail_with_file_key_and_reason() {
         assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// The value of `name` for camera `room-1` in a Prometheus text exposition.
+fn room_1_metric(metrics: &str, name: &str) -> f64 {
+    let prefix = format!("{name}{{camera=\"room-1\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {prefix} in\n{metrics}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// With one-second batches the capture thread still reads every camera every second,
+/// segment ends included. It used to skip the sockets for a whole tick each time a spool
+/// write or a database call finished while it slept, and a segment end is a chain of
+/// those: a camera went unread for seconds, its socket buffer grew to megabytes and the
+/// camera's schedule fell behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_second_batches_read_every_camera_every_second_across_segment_ends() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cam_port = free_port();
+    let _camsim = camsim(cam_port, 1).await;
+    let mut spec = ServerSpec::new(Backend::Sqlite, tmp.path()).await;
+    spec.segment_seconds = 2;
+    spec.extra_toml = "batch_ms = 1000\n".into();
+    spec.cameras.push(CameraSpec::new("room-1", &format!("rtsp://127.0.0.1:{cam_port}/cam1")));
+    let server = spec.start().await;
+    server.wait_recording("room-1", Duration::from_secs(20)).await;
+    // Past the session's first seconds, which are read as they come.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    let frames_at_start = room_1_metric(&server.get_text("/metrics").await, "cradle_camera_frames_total");
+    let start = Instant::now();
+    let mut oldest = 0.0f64;
+    let mut samples = String::new();
+    while start.elapsed() < Duration::from_secs(24) {
+        let metrics = server.get_text("/metrics").await;
+        let newest = room_1_metric(&metrics, "cradle_camera_last_frame_timestamp_seconds");
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64();
+        oldest = oldest.max(now - newest);
+        samples += &format!(" {:.1}s:{:.2}", start.elapsed().as_secs_f64(), now - newest);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let frames = room_1_metric(&server.get_text("/metrics").await, "cradle_camera_frames_total") - frames_at_start;
+    let fps = frames / start.elapsed().as_secs_f64();
+    assert!(
+        oldest < 2.5,
+        "the newest frame read was {oldest:.1} s old at worst, with 1 s batches (should be about 1 s); \
+         time into the window: age of the newest frame{samples}\n{}",
+        server.log()
+    );
+    assert!(fps > 23.5, "{fps:.1} frames per second read from a 25 fps camera");
+    let segments = server.recordings("room-1", &rfc3339(SystemTime::now() - Duration::from_secs(20)), &now_rfc3339()).await;
+    assert!(segments["segments"].as_array().unwrap().len() >= 6, "{segments:#}");
+}

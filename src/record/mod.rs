@@ -157,7 +157,11 @@ impl Recorder {
             let run_id = self.run_id.clone().unwrap_or_default();
             let (dir, cam, params) = (self.spool.dir.clone(), self.hub.id().clone(), key.params.clone());
             let created =
-                tokio::task::spawn_blocking(move || SegmentFile::create(&dir, &cam, start, &run_id, &params))
+                tokio::task::spawn_blocking(move || {
+                    let created = SegmentFile::create(&dir, &cam, start, &run_id, &params);
+                    crate::capture::hurry();
+                    created
+                })
                     .await
                     .expect("spool task panicked");
             match created {
@@ -219,7 +223,13 @@ impl Recorder {
         let drift = drift.unwrap_or(0);
         let max_slew = rtp_elapsed * MAX_SLEW_PPM / 1_000_000;
         let end = start + rtp_elapsed + drift.clamp(-max_slew, max_slew);
-        let res = tokio::task::spawn_blocking(move || open.file.finish(end, drift)).await.expect("spool task panicked");
+        let res = tokio::task::spawn_blocking(move || {
+            let finished = open.file.finish(end, drift);
+            crate::capture::hurry();
+            finished
+        })
+        .await
+        .expect("spool task panicked");
         self.next_start = Some(end);
         match res {
             Ok(Some(seg)) => {
