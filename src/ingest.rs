@@ -145,7 +145,8 @@ fn note_sender_report(
 /// plus RTP time: as late as the least delayed frame of the last moments (a few
 /// milliseconds) instead of up to a batch late, and never later than it was read. An
 /// offset more than a second (plus a batch, which any frame may wait) above the floor
-/// means the camera's clock jumped back; the floor starts again from it. RTCP sender reports keep a clock of their own.
+/// means the camera's clock jumped back; the floor starts again from it. RTCP sender
+/// reports keep a clock of their own.
 #[derive(Default)]
 struct ArrivalClock {
     floor: Option<(i64, WallUs)>,

@@ -156,14 +156,13 @@ impl Recorder {
             let start = self.next_start.unwrap_or(key.arrival_us);
             let run_id = self.run_id.clone().unwrap_or_default();
             let (dir, cam, params) = (self.spool.dir.clone(), self.hub.id().clone(), key.params.clone());
-            let created =
-                tokio::task::spawn_blocking(move || {
-                    let created = SegmentFile::create(&dir, &cam, start, &run_id, &params);
-                    crate::capture::hurry();
-                    created
-                })
-                    .await
-                    .expect("spool task panicked");
+            let created = tokio::task::spawn_blocking(move || {
+                let created = SegmentFile::create(&dir, &cam, start, &run_id, &params);
+                crate::capture::hurry();
+                created
+            })
+            .await
+            .expect("spool task panicked");
             match created {
                 Ok(file) => {
                     self.hub.stats.open_segment_start_us.store(start, Ordering::Relaxed);
