@@ -81,11 +81,14 @@ impl Unbatched {
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
         UNBATCHED.fetch_add(1, Ordering::Relaxed);
-        // Under the lock, so the capture thread is either before its check (and sees the
-        // count) or waiting (and is woken).
-        let _held = WAKE.0.lock().unwrap_or_else(|e| e.into_inner());
-        WAKE.1.notify_all();
+        end_wait();
         Unbatched(())
+    }
+}
+
+impl Drop for Unbatched {
+    fn drop(&mut self) {
+        UNBATCHED.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -96,14 +99,15 @@ impl Unbatched {
 /// segment. A GOP's write needs no hurry: one tick per GOP keeps up.
 pub fn hurry() {
     HURRY.store(true, Ordering::Release);
-    let _held = WAKE.0.lock().unwrap_or_else(|e| e.into_inner());
-    WAKE.1.notify_all();
+    end_wait();
 }
 
-impl Drop for Unbatched {
-    fn drop(&mut self) {
-        UNBATCHED.fetch_sub(1, Ordering::Relaxed);
-    }
+/// Wakes the capture thread's wait for the tick to look at its conditions again. Under
+/// the lock, so the thread is either before its check (and sees what was just set) or
+/// waiting (and is woken).
+fn end_wait() {
+    let _held = WAKE.0.lock().unwrap_or_else(|e| e.into_inner());
+    WAKE.1.notify_all();
 }
 
 /// Runs `task` on the capture thread.
