@@ -114,6 +114,8 @@ impl App {
             warn!("storage {} unreachable at start: {e}; footage waits in the spool", storage.description);
         }
 
+        // The clock of the periodic jobs below (and the watchdog's, the snapshots').
+        tokio::spawn(crate::pulse::drive());
         let mut aux = JoinSet::new();
         if let Some(l) = camsim_listener {
             let n = config.demo.as_ref().map(|d| d.simulated_cameras).unwrap_or(0);
@@ -128,7 +130,7 @@ impl App {
         }
         {
             let (db, run_id) = (db.clone(), run_id.clone());
-            aux.spawn(every(HEARTBEAT, shutdown.clone(), move || {
+            aux.spawn(crate::pulse::every(HEARTBEAT, shutdown.clone(), move || {
                 let (db, run_id) = (db.clone(), run_id.clone());
                 async move {
                     if let Err(e) = db.heartbeat(&run_id, now_us()).await {
@@ -164,7 +166,7 @@ impl App {
         // database directly; the API also reconciles at once).
         {
             let (fleet, db) = (fleet.clone(), db.clone());
-            aux.spawn(every(RECONCILE_CAMERAS, shutdown.clone(), move || {
+            aux.spawn(crate::pulse::every(RECONCILE_CAMERAS, shutdown.clone(), move || {
                 let (fleet, db) = (fleet.clone(), db.clone());
                 async move {
                     if let Err(e) = fleet.reconcile(&db).await {
@@ -179,7 +181,7 @@ impl App {
         let coverage = Arc::new(crate::coverage::Ledger::new(db.clone(), Some(fleet.clone()), &config));
         {
             let ledger = coverage.clone();
-            aux.spawn(every(crate::coverage::LEDGER_PASS, shutdown.clone(), move || {
+            aux.spawn(crate::pulse::every(crate::coverage::LEDGER_PASS, shutdown.clone(), move || {
                 let ledger = ledger.clone();
                 async move { ledger.pass(now_us()).await }
             }));
@@ -190,7 +192,7 @@ impl App {
         let retention = Arc::new(crate::retention::Retention::new(db.clone(), storage.clone(), config.clone()));
         {
             let retention = retention.clone();
-            let sweeps = every(config.retention.sweep_interval, shutdown.clone(), move || {
+            let sweeps = crate::pulse::every(config.retention.sweep_interval, shutdown.clone(), move || {
                 let retention = retention.clone();
                 async move {
                     let opts = crate::retention::SweepOptions::default();
@@ -234,7 +236,7 @@ impl App {
                 Some(alarms.clone()),
                 config.retention.reconcile_interval,
             ));
-            aux.spawn(every(config.retention.reconcile_interval, shutdown.clone(), move || {
+            aux.spawn(crate::pulse::every(config.retention.reconcile_interval, shutdown.clone(), move || {
                 let reconciler = reconciler.clone();
                 async move {
                     match reconciler.pass(now_us(), crate::retention::reconciler::Scope::Periodic).await {
@@ -306,20 +308,6 @@ impl App {
     }
 }
 
-/// Runs `job` now and then every `period` until `stop`.
-async fn every<F, Fut>(period: Duration, stop: CancellationToken, mut job: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let mut tick = tokio::time::interval(period);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => job().await,
-            _ = stop.cancelled() => return,
-        }
-    }
-}
 
 /// Appends a `config_changed` audit entry when the configuration file differs from the
 /// one the previous run started with (by SHA-256 of its text): the config decides what

@@ -203,7 +203,7 @@ fn wait_for_tick() {
 
 /// Time from `now` to the next multiple of `tick_ns` since the Unix epoch, so that
 /// batches line up whatever woke the thread.
-fn until_next_tick(now: std::time::SystemTime, tick_ns: u64) -> Duration {
+pub(crate) fn until_next_tick(now: std::time::SystemTime, tick_ns: u64) -> Duration {
     let since_epoch = now.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let tick = tick_ns as u128;
     Duration::from_nanos((tick - since_epoch.as_nanos() % tick) as u64)

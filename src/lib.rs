@@ -26,6 +26,7 @@ pub mod fleet;
 pub mod gaps;
 pub mod hub;
 pub mod live;
+pub mod pulse;
 pub mod ingest;
 pub mod record;
 pub mod reindex;

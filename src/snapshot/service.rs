@@ -231,12 +231,13 @@ impl Snapshots {
 
     /// Runs a pass over every camera now and then every interval until `stop`.
     pub async fn run(self: Arc<Self>, fleet: Arc<Fleet>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(self.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut first = true;
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.cancelled() => return,
+            if !std::mem::take(&mut first) {
+                tokio::select! {
+                    _ = crate::pulse::after(self.interval) => {}
+                    _ = stop.cancelled() => return,
+                }
             }
             // A decommissioned camera is still recorded and shown, but not tamper-checked.
             let retired: Vec<String> = match crate::watchdog::site::decommissioned(&self.db).await {

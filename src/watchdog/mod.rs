@@ -1,7 +1,7 @@
 //! The watchdog: watches every camera and the storage path, raises and clears alarms,
 //! and keeps each camera's health (its state) on its hub.
 //!
-//! Once a second it reads each hub's counters (relaxed atomics the ingest and recorder
+//! Once a second, on the [`crate::pulse`], it reads each hub's counters (relaxed atomics the ingest and recorder
 //! write anyway; no per-frame work here) and runs the camera's state machine
 //! ([`camera`]): `no_frames`, `reconnect_storm`, `frame_rate_collapse` /
 //! `bitrate_collapse` ([`rates`]), `clock_drift` ([`clock`]) and `spool_full`. It also
@@ -31,7 +31,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -130,8 +129,6 @@ impl Watchdog {
     }
 
     async fn run_fast(self: Arc<Self>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut known = Known::default();
         let mut cams: HashMap<String, Watched> = HashMap::new();
         let mut decommissioned: HashMap<String, Decommissioned> = HashMap::new();
@@ -140,10 +137,13 @@ impl Watchdog {
         let mut ghosts_cleared = false;
         let mut cameras_changed = self.db.watch_cameras();
         let index_check = INDEX_CHECK.min(self.config.watchdog.spool_backlog_after / 2).max(Duration::from_secs(1));
+        let mut first = true;
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.cancelled() => return,
+            if !std::mem::take(&mut first) {
+                tokio::select! {
+                    _ = crate::pulse::next() => {}
+                    _ = stop.cancelled() => return,
+                }
             }
             let now = now_us();
             if !ghosts_cleared && started.elapsed() >= Duration::from_micros(GONE_AFTER_US as u64) {
@@ -311,16 +311,17 @@ impl Watchdog {
 
     async fn run_storage(self: Arc<Self>, stop: CancellationToken) {
         let cfg = &self.config.watchdog;
-        let mut tick = tokio::time::interval(cfg.storage_check);
-        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut known = Known::default();
         let mut footage = FootageBytes::default();
         let store = Store::from_config(&self.config.storage);
         let floor = self.config.policy.floor_days;
+        let mut first = true;
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.cancelled() => return,
+            if !std::mem::take(&mut first) {
+                tokio::select! {
+                    _ = crate::pulse::after(cfg.storage_check) => {}
+                    _ = stop.cancelled() => return,
+                }
             }
             let now = now_us();
             let recording: Vec<String> = self.fleet.hubs().iter().map(|h| h.id().as_str().to_owned()).collect();
