@@ -90,12 +90,25 @@ fn fire() {
 /// polling the driver, which then runs the woken jobs itself. (Woken from another
 /// thread, tokio wakes an idle worker, which wakes a second one to keep searching.)
 /// Returns only if the timer cannot be made or read; the fallback thread then takes over.
+///
+/// A second `drive` while one runs returns at once.
 pub async fn drive() {
+    if DRIVEN.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    /// Hands timekeeping back to the thread however `drive` ends (an error, or its
+    /// runtime shutting down).
+    struct HandBack;
+    impl Drop for HandBack {
+        fn drop(&mut self) {
+            DRIVEN.store(false, Ordering::Release);
+            start();
+        }
+    }
+    let _hand_back = HandBack;
     if let Err(e) = drive_timerfd().await {
         tracing::warn!("pulse: the timer failed ({e}); a thread keeps time instead");
     }
-    DRIVEN.store(false, Ordering::Release);
-    start();
 }
 
 async fn drive_timerfd() -> std::io::Result<()> {
@@ -122,7 +135,6 @@ async fn drive_timerfd() -> std::io::Result<()> {
             _ => Err(std::io::Error::last_os_error()),
         }
     };
-    DRIVEN.store(true, Ordering::Release);
     arm(to_next_pulse())?;
     loop {
         let mut ready = timer.readable().await?;
@@ -216,6 +228,27 @@ mod tests {
         let took = t0.elapsed();
         assert_eq!(count(), first + 3);
         assert!(took > Duration::from_millis(2_700) && took < Duration::from_millis(3_600), "3 pulses in {took:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_driven_pulse_takes_over_from_the_thread_without_doubling() {
+        next().await; // the thread runs, as it would before the server starts
+        let driver = tokio::spawn(drive());
+        next().await;
+        let (first, t0) = (count(), std::time::Instant::now());
+        for _ in 0..3 {
+            next().await;
+            assert!(subsec_ms() < 300, "pulse at {} ms past the second", subsec_ms());
+        }
+        let took = t0.elapsed();
+        assert_eq!(count(), first + 3, "pulses counted twice a second");
+        assert!(took > Duration::from_millis(2_700) && took < Duration::from_millis(3_600), "3 pulses in {took:?}");
+        assert!(DRIVEN.load(Ordering::Acquire) && !driver.is_finished());
+        // Stopped (as when its runtime shuts down), the thread keeps time again.
+        driver.abort();
+        let _ = driver.await;
+        let n = count();
+        tokio::time::timeout(Duration::from_millis(2_500), until(n + 1)).await.expect("no pulse after the driver stopped");
     }
 
     #[tokio::test]
