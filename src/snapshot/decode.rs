@@ -93,11 +93,12 @@ pub fn decode_keyframe(frame: &Frame) -> Result<Decoded, DecodeError> {
     KeyframeDecoder::new().decode(frame)
 }
 
-/// One camera's decoder, kept between snapshots.
+/// A decoder kept between snapshots (the snapshot service shares a couple among all
+/// cameras: see `service::SPARE_DECODERS`).
 ///
 /// It opens the H.264/HEVC decoder for the stream's parameters on first use and again
-/// only when they change (a camera reconfigured), and keeps the JPEG encoder for the
-/// output size. Whichever of the two fails is dropped and reopened next time, so a
+/// only when they change (another camera's, or a camera reconfigured), and keeps the JPEG
+/// encoder for the output size. Whichever of the two fails is dropped and reopened next time, so a
 /// damaged keyframe cannot leave state behind.
 ///
 /// Measured (`decode_cost_per_snapshot`, release, CPU time of the one thread, camsim's
@@ -165,7 +166,7 @@ impl KeyframeDecoder {
     }
 }
 
-// The snapshot task moves each camera's decoder into `spawn_blocking` and back.
+// The snapshot task moves decoders into `spawn_blocking` and back.
 const _: () = {
     const fn assert_send<T: Send>() {}
     assert_send::<KeyframeDecoder>();
