@@ -3,12 +3,12 @@
 //!
 //! While nobody watches any camera live, that thread works in batches: before it would
 //! wait for more data it sleeps to the next tick of a grid (`[recording] batch_ms`,
-//! default 250 ms, see [`crate::config::DEFAULT_BATCH_MS`]), so it wakes four times a
+//! default 500 ms, see [`crate::config::DEFAULT_BATCH_MS`]), so it wakes twice a
 //! second for all cameras instead of once or more per arriving frame, each socket read
 //! takes a tick's worth of packets, and each recorder a tick's worth of frames. Waking up
 //! for every frame, and asking sockets that had just been emptied for more, were most of
 //! the CPU left after the disk writes; recording needs every frame, in order, not within
-//! a quarter second (the kernel's socket buffer holds them meanwhile, and TCP slows the
+//! half a second (the kernel's socket buffer holds them meanwhile, and TCP slows the
 //! camera should it ever fill). While anything needs frames as they
 //! arrive — a live viewer, a camera session in its first seconds, whose arrival
 //! times anchor its wall clock, or a camera read over UDP, where nothing pushes back

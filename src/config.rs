@@ -537,13 +537,17 @@ struct RawDemo {
 /// Crash safety does not depend on it: the spool fsyncs every fragment (one GOP).
 pub const DEFAULT_SEGMENT_SECONDS: u64 = 60;
 
-/// Default capture batch: a quarter second. The capture thread's cost is mostly per
-/// wake-up, not per byte (measured with one camera: 10.8 CPU-s per hour at 100 ms,
-/// 7.4 at 250 ms, 5.9 at 500 ms); a quarter second of a 4 Mbit/s stream is ~130 KB,
-/// which the kernel's socket buffer holds easily (and grows for: Linux sizes it to what
-/// the reader takes per read), and recording needs every frame, not within milliseconds.
-/// Live view is unaffected: a viewer turns batching off while it watches.
-pub const DEFAULT_BATCH_MS: u64 = 250;
+/// Default capture batch: half a second. The capture thread's cost is mostly per
+/// wake-up, not per byte (per-thread counters, 60–90 s windows: one camera 6.6 CPU-s per
+/// hour at 250 ms, 5.5 at 500, 4.7 at 1000; ten cameras 3.5, 3.2, 3.2 per camera). What
+/// a batch costs: a crash also loses what sits unread in the socket, up to a batch,
+/// besides the GOP being collected (at most 2.5 s instead of 2.25 s with 250 ms, next
+/// to the seconds a restart and reconnect take anyway); and a camera whose batch
+/// outgrows the socket's receive window (~64–128 KB at first, a quarter second of
+/// 4 Mbit/s) is held back by TCP for the first ticks of a session, until Linux has grown
+/// the window to what the reader takes per read — which 1000 ms would stretch. Live
+/// view is unaffected: a viewer turns batching off while it watches.
+pub const DEFAULT_BATCH_MS: u64 = 500;
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -1096,9 +1100,9 @@ mod tests {
     }
 
     #[test]
-    fn capture_batch_defaults_to_a_quarter_second_and_is_bounded() {
+    fn capture_batch_defaults_to_half_a_second_and_is_bounded() {
         let c = parse("[server]\n").unwrap();
-        assert_eq!(c.recording.batch, Duration::from_millis(250));
+        assert_eq!(c.recording.batch, Duration::from_millis(500));
         let c = parse("[server]\n[recording]\nbatch_ms = 0\n").unwrap();
         assert_eq!(c.recording.batch, Duration::ZERO);
         let e = parse("[server]\n[recording]\nbatch_ms = 5000\n").unwrap_err();
