@@ -308,7 +308,6 @@ impl App {
     }
 }
 
-
 /// Appends a `config_changed` audit entry when the configuration file differs from the
 /// one the previous run started with (by SHA-256 of its text): the config decides what
 /// is recorded, so a change to it is an event a regulator may ask about. The entry holds

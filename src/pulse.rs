@@ -172,7 +172,7 @@ pub async fn until(n: u64) {
         waiting.entry(n).or_default().push(tx);
         rx
     };
-    // The sender is only dropped after sending (the thread never exits).
+    // The sender stays in `WAITING` until a pulse sends on it.
     let _ = rx.await;
 }
 
