@@ -20,9 +20,11 @@
 //! call returning from the main runtime — it runs the woken task and comes back to
 //! park, which would sleep to the tick after without having read a byte. At a quarter
 //! second that only delayed reads; at a second, segment ends (a chain of such hand-offs)
-//! left a camera unread for seconds and its socket buffer grew to megabytes. So each
-//! sleep ends with a note to a socket of the thread's own, and the thread sleeps again
-//! only once the driver has delivered that note (see [`witness_driver_polls`]).
+//! left a camera unread for seconds and its socket buffer grew to megabytes. So the
+//! thread sleeps again only once the driver has fired a timer set just before the tick
+//! it slept to (see [`witness_driver_polls`]): timers fire in the same driver poll that
+//! takes the sockets' readiness, and a timer costs no system call. (It used to be a byte
+//! sent to a socket of the thread's own: three system calls a tick, ~10% of the thread.)
 //!
 //! Database work from this thread goes through [`MainDb`], which runs it on the main
 //! runtime: a database connection opened here would be driven by the batching thread,
@@ -62,12 +64,16 @@ static HURRY: AtomicBool = AtomicBool::new(false);
 /// Sleeps to a tick the capture thread has taken.
 static SLEEPS: AtomicU64 = AtomicU64::new(0);
 
-/// [`SLEEPS`] as it was when the capture runtime's driver last delivered a note sent
-/// after a sleep: below `SLEEPS`, the driver has not been polled since the last sleep.
+/// [`SLEEPS`] as it was when the capture runtime's driver last fired the witness's
+/// timer after a sleep: below `SLEEPS`, the driver has not been polled since the last
+/// sleep.
 static POLLED: AtomicU64 = AtomicU64::new(0);
 
-/// Where a sleep's end is noted; the other end is read by [`witness_driver_polls`].
-static NOTE: OnceLock<std::os::unix::net::UnixDatagram> = OnceLock::new();
+/// How long before a tick the witness's timer is due: the thread sleeps to the tick in
+/// [`wait_for_tick`], not in the driver, so the timer is overdue by then and fires in the
+/// first driver poll after it, without a wait of its own (tokio's timers have a
+/// millisecond's grain, and round up).
+const WITNESS_LEAD: Duration = Duration::from_millis(3);
 
 /// Where the capture thread waits for its next tick; a new [`Unbatched`] wakes it.
 static WAKE: (Mutex<()>, Condvar) = (Mutex::new(()), Condvar::new());
@@ -140,35 +146,24 @@ fn runtime() -> &'static Runtime {
             .on_thread_park(wait_for_tick)
             .build()
             .expect("cannot start the capture runtime");
-        let (note, notes) = std::os::unix::net::UnixDatagram::pair().expect("cannot make the capture thread's note socket");
-        for end in [&note, &notes] {
-            end.set_nonblocking(true).expect("cannot make the capture thread's note socket non-blocking");
-        }
-        let _ = NOTE.set(note);
-        runtime.spawn(witness_driver_polls(notes));
+        runtime.spawn(witness_driver_polls());
         runtime
     })
 }
 
 /// Proof that the capture runtime's driver was polled after a sleep (see the module
-/// comment): each sleep sends a byte to `notes`, readable only once the driver has
-/// polled — the same poll that takes the sockets' readiness. Should this task ever
-/// stop, the thread no longer sleeps (more wake-ups, nothing unread).
-async fn witness_driver_polls(notes: std::os::unix::net::UnixDatagram) {
-    let notes = match tokio::net::UnixDatagram::from_std(notes) {
-        Ok(n) => n,
-        Err(e) => {
-            tracing::error!("capture thread: cannot watch its note socket ({e}); it will not batch");
-            return;
-        }
-    };
-    let mut buf = [0u8; 16];
+/// comment): a timer due [`WITNESS_LEAD`] before each tick fires only in a driver poll,
+/// the same poll that takes the sockets' readiness. Without batching (or while an
+/// [`Unbatched`] exists) it still ticks, harmlessly: the thread does not sleep then.
+async fn witness_driver_polls() {
     loop {
-        if let Err(e) = notes.readable().await {
-            tracing::error!("capture thread: its note socket failed ({e}); it will not batch");
-            return;
-        }
-        while notes.try_recv(&mut buf).is_ok() {}
+        let tick = BATCH_NS.load(Ordering::Relaxed);
+        let tick = if tick == 0 { 1_000_000_000 } else { tick };
+        let to_tick = until_next_tick(std::time::SystemTime::now(), tick);
+        // Just after a tick (the usual case: this runs in the poll that follows one), aim
+        // at the next one, not at the few milliseconds left before this one.
+        let to_tick = if to_tick <= WITNESS_LEAD { to_tick + Duration::from_nanos(tick) } else { to_tick };
+        tokio::time::sleep(to_tick - WITNESS_LEAD).await;
         POLLED.store(SLEEPS.load(Ordering::Acquire), Ordering::Release);
     }
 }
@@ -192,9 +187,6 @@ fn wait_for_tick() {
             // A tick: the driver must poll the sockets before the next sleep. (A wait
             // cut short needs no poll: the sockets can wait for the tick.)
             SLEEPS.fetch_add(1, Ordering::AcqRel);
-            if let Some(note) = NOTE.get() {
-                let _ = note.send(&[1]);
-            }
             break;
         }
         held = WAKE.1.wait_timeout(held, deadline - now).unwrap_or_else(|e| e.into_inner()).0;
