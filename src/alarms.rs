@@ -442,6 +442,11 @@ impl Alarms {
         let alarm = alarm_from(&row).map_err(DbError::from)?;
         drop(_g);
         self.deliver(Event::Acknowledged, &alarm);
+        if alarm.kind == AlarmKind::Decommissioned.as_str() {
+            // Its acknowledgement is what closes a decommission's alarm; the watchdog
+            // looks at decommissions when a camera changes, and this counts as one.
+            self.db.cameras_changed();
+        }
         Ok(alarm)
     }
 

@@ -30,11 +30,15 @@ use crate::camsim;
 
 /// After the recorders stop, how long the uploader may keep draining the spool.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(20);
+/// How often the server notes that it is alive in the life-sign file ([`crate::lifesign`]);
+/// a crash's downtime starts at most this long before the crash.
 const HEARTBEAT: Duration = Duration::from_secs(5);
-/// How often the database's added cameras are checked for new or changed ones. The API
-/// starts the cameras it adds at once; this picks up those added by the CLI (another
-/// process), within seconds without a query every second or two while idle.
-const RECONCILE_CAMERAS: Duration = Duration::from_secs(10);
+/// How often the same goes into the database (`server_runs.alive_us`).
+const DB_HEARTBEAT: Duration = Duration::from_secs(60);
+/// How often the database's added cameras are checked for new or changed ones when
+/// nobody said they changed: the API and the CLI do ([`crate::cli_changes`]), and each
+/// such word brings a check at once; this catches a CLI whose word could not reach us.
+const RECONCILE_CAMERAS: Duration = Duration::from_secs(60);
 
 pub struct App {
     config: Config,
@@ -101,7 +105,10 @@ impl App {
         let run_id = format!("{}-{}", now_us(), std::process::id());
         let started = now_us();
         audit_config_change(&db, &config).await.context("auditing the configuration")?;
-        for (dead, alive) in db.begin_server_run(&run_id, started).await? {
+        let life_sign = crate::lifesign::LifeSign::new(&config.data_dir);
+        let last_sign = life_sign.last();
+        let last_sign = last_sign.as_ref().map(|(run, at)| (run.as_str(), *at));
+        for (dead, alive) in db.begin_server_run(&run_id, started, last_sign).await? {
             let detail = format!(
                 "server run {dead} ended without a clean stop (crash, kill -9 or power loss); last alive {}",
                 format_rfc3339(alive)
@@ -129,12 +136,27 @@ impl App {
             });
         }
         {
+            // The life-sign file every HEARTBEAT, the database every DB_HEARTBEAT (see
+            // crate::lifesign for why not the database every time).
             let (db, run_id) = (db.clone(), run_id.clone());
+            let mut beats = 0u64;
+            let mut file_failing = false;
             aux.spawn(crate::pulse::every(HEARTBEAT, shutdown.clone(), move || {
+                let now = now_us();
+                match life_sign.beat(&run_id, now) {
+                    Ok(()) => file_failing = false,
+                    Err(e) if !std::mem::replace(&mut file_failing, true) => warn!("heartbeat: cannot write the life-sign file: {e}"),
+                    Err(_) => {}
+                }
+                // While the file cannot be written, the database is the only record.
+                let to_db = file_failing || beats % (DB_HEARTBEAT.as_secs() / HEARTBEAT.as_secs()).max(1) == 0;
+                beats += 1;
                 let (db, run_id) = (db.clone(), run_id.clone());
                 async move {
-                    if let Err(e) = db.heartbeat(&run_id, now_us()).await {
-                        warn!("heartbeat: {e}");
+                    if to_db {
+                        if let Err(e) = db.heartbeat(&run_id, now).await {
+                            warn!("heartbeat: {e}");
+                        }
                     }
                 }
             }));
@@ -162,18 +184,26 @@ impl App {
                 shutdown: shutdown.clone(),
             },
         );
-        // Cameras added by an admin: now, then every few seconds (the CLI writes the
-        // database directly; the API also reconciles at once).
+        // Cameras added by an admin: now, whenever this process or the CLI (which writes
+        // the database directly, then tells us through crate::cli_changes) changes one,
+        // and once a minute for changes nobody told us about.
+        aux.spawn(crate::cli_changes::watch(config.data_dir.clone(), db.clone(), shutdown.clone()));
         {
-            let (fleet, db) = (fleet.clone(), db.clone());
-            aux.spawn(crate::pulse::every(RECONCILE_CAMERAS, shutdown.clone(), move || {
-                let (fleet, db) = (fleet.clone(), db.clone());
-                async move {
+            let (fleet, db, stop) = (fleet.clone(), db.clone(), shutdown.clone());
+            let mut changes = db.watch_cameras();
+            aux.spawn(async move {
+                loop {
+                    changes.mark_unchanged();
                     if let Err(e) = fleet.reconcile(&db).await {
                         warn!("cameras added by admins: {e}");
                     }
+                    tokio::select! {
+                        _ = crate::pulse::after(RECONCILE_CAMERAS) => {}
+                        Ok(()) = changes.changed() => {}
+                        _ = stop.cancelled() => return,
+                    }
                 }
-            }));
+            });
         }
 
         // The proof of coverage: closes the days that ended into the ledger now, then

@@ -1,9 +1,11 @@
 //! `cradle centre …` against a real database: the centre's rules hold from the command
-//! line too, failures exit 2 with the reason, and every change is audited.
+//! line too, failures exit 2 with the reason, and every change is audited; a running
+//! server takes up the cameras the command line changes at once.
 
 mod support;
 
 use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
@@ -77,4 +79,33 @@ async fn the_centre_is_managed_from_the_command_line_under_the_same_rules() {
     let consents = entries.iter().filter(|e| e.action == "consent_changed").count();
     assert_eq!((changes, consents), (1 + 15 + 1 + 1 + 1 + 1, 1), "{entries:?}");
     assert!(entries.iter().all(|e| e.actor.as_deref().is_some_and(|a| a.starts_with("cli:"))));
+}
+
+/// The CLI writes the database directly, then tells a server running on the same data
+/// directory (a file it watches): the server looks at the cameras at once, not at its
+/// once-a-minute poll, which only catches what nobody told it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_server_takes_up_cameras_changed_by_the_cli_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cam_port = free_port();
+    let _cameras = camsim(cam_port, 2).await;
+    let mut spec = ServerSpec::new(Backend::Sqlite, dir.path()).await;
+    spec.cameras.push(CameraSpec::new("room-1", &format!("rtsp://127.0.0.1:{cam_port}/cam1")));
+    let server = spec.start().await;
+    server.wait_recording("room-1", Duration::from_secs(30)).await;
+    // Past the server's first looks at the database, which run at start.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let added = format!(r#"{{"id":"room-2","name":"Room 2","url":"rtsp://127.0.0.1:{cam_port}/cam2"}}"#);
+    let (code, _, err) = centre(&spec, &["camera-add", "--json", &added]);
+    assert_eq!(code, 0, "{err}");
+    server.wait_recording("room-2", Duration::from_secs(20)).await;
+
+    let (code, _, err) = centre(&spec, &["camera-decommission", "--camera", "room-1", "--reason", "moved to the new wing"]);
+    assert_eq!(code, 0, "{err}");
+    wait_until("room-1 decommissioned on the server", Duration::from_secs(10), || async {
+        server.camera("room-1").await["health"]["state"] == "decommissioned"
+    })
+    .await;
+    assert!(server.log().contains("cameras changed by another process"), "{}", server.log());
 }

@@ -271,14 +271,28 @@ impl Db {
     }
 
     /// Records this process's run and returns the previous runs that never said
-    /// goodbye (crashed or killed), with their last heartbeat.
-    pub async fn begin_server_run(&self, run_id: &str, now: WallUs) -> Result<Vec<(String, WallUs)>> {
+    /// goodbye (crashed or killed), with their last sign of life: the database's
+    /// heartbeat, or `last_sign` (run id, time; [`crate::lifesign`]) where it names that
+    /// run and is later.
+    pub async fn begin_server_run(
+        &self,
+        run_id: &str,
+        now: WallUs,
+        last_sign: Option<(&str, WallUs)>,
+    ) -> Result<Vec<(String, WallUs)>> {
         let rows = sqlx::query("SELECT id, alive_us FROM server_runs WHERE stopped_us IS NULL")
             .fetch_all(&self.pool)
             .await?;
         let unclean = rows
             .iter()
-            .map(|r| Ok((r.try_get::<String, _>("id")?, r.try_get::<i64, _>("alive_us")?)))
+            .map(|r| {
+                let (id, alive) = (r.try_get::<String, _>("id")?, r.try_get::<i64, _>("alive_us")?);
+                let alive = match last_sign {
+                    Some((run, at)) if run == id => alive.max(at.min(now)),
+                    _ => alive,
+                };
+                Ok((id, alive))
+            })
             .collect::<std::result::Result<Vec<_>, sqlx::Error>>()?;
         for (id, alive) in &unclean {
             // Close the dead run at its last sign of life so it is reported once.
@@ -348,5 +362,31 @@ fn sqlite_url(url: &str) -> String {
         format!("{url}&mode=rwc")
     } else {
         format!("{url}?mode=rwc")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_dead_run_ends_at_its_last_sign_of_life_the_database_or_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!("sqlite://{}/r.db", dir.path().display())).await.unwrap();
+        assert!(db.begin_server_run("run-a", 0, None).await.unwrap().is_empty());
+        db.heartbeat("run-a", 60_000_000).await.unwrap();
+        // A sign of another run does not count.
+        let dead = db.begin_server_run("run-b", 100_000_000, Some(("run-x", 95_000_000))).await.unwrap();
+        assert_eq!(dead, [("run-a".to_owned(), 60_000_000)]);
+        // A later sign of the dead run does, but never later than the start that finds it.
+        db.heartbeat("run-b", 110_000_000).await.unwrap();
+        let dead = db.begin_server_run("run-c", 120_000_000, Some(("run-b", 115_000_000))).await.unwrap();
+        assert_eq!(dead, [("run-b".to_owned(), 115_000_000)]);
+        let dead = db.begin_server_run("run-d", 140_000_000, Some(("run-c", 500_000_000))).await.unwrap();
+        assert_eq!(dead, [("run-c".to_owned(), 140_000_000)]);
+        // An older sign than the database's does not move it back.
+        db.heartbeat("run-d", 150_000_000).await.unwrap();
+        let dead = db.begin_server_run("run-e", 160_000_000, Some(("run-d", 145_000_000))).await.unwrap();
+        assert_eq!(dead, [("run-d".to_owned(), 150_000_000)]);
     }
 }

@@ -6,7 +6,8 @@
 //! ([`camera`]): `no_frames`, `reconnect_storm`, `frame_rate_collapse` /
 //! `bitrate_collapse` ([`rates`]), `clock_drift` ([`clock`]) and `spool_full`. It also
 //! checks the uploads (`upload_failing`), every few seconds the spool backlog
-//! (`spool_backlog`) and decommissioned cameras, and every `storage_check` the storage
+//! (`spool_backlog`), decommissioned cameras whenever a camera changed (and once a
+//! minute), and every `storage_check` the storage
 //! forecast and each camera's retention horizon ([`site`]). `footage_missing` belongs
 //! to the reconciler.
 //!
@@ -65,11 +66,15 @@ impl Verdict {
     }
 }
 
-/// How often the spool backlog and decommissions are read from the index (at once when
-/// this process decommissions a camera; a decommission by the CLI waits for the next).
-/// Each read is a database round trip; a backlog threshold shorter than twice this
-/// shortens it (the alarm would otherwise come late by more than its threshold).
+/// How often the spool backlog is read from the index while the spool holds anything
+/// (a drained spool needs no read). A backlog threshold shorter than twice this shortens
+/// it (the alarm would otherwise come late by more than its threshold).
 const INDEX_CHECK: Duration = Duration::from_secs(10);
+/// How often decommissions are read from the database when nobody said a camera
+/// changed: this process and the CLI do ([`crate::cli_changes`]), and the check runs at
+/// once then. Each read is a database round trip, and an SQLite statement wakes several
+/// threads; every ten seconds that was a good part of an idle server's CPU.
+const DECOMMISSION_CHECK: Duration = Duration::from_secs(60);
 /// At most one warning this often about the watchdog's own failures (a database down).
 const WARN_EVERY: Duration = Duration::from_secs(30);
 /// A camera missing from the fleet this long has left it (a restart with new settings
@@ -133,6 +138,7 @@ impl Watchdog {
         let mut cams: HashMap<String, Watched> = HashMap::new();
         let mut decommissioned: HashMap<String, Decommissioned> = HashMap::new();
         let mut last_index_check: Option<Instant> = None;
+        let mut last_decommission_check: Option<Instant> = None;
         let started = Instant::now();
         let mut ghosts_cleared = false;
         let mut cameras_changed = self.db.watch_cameras();
@@ -150,10 +156,13 @@ impl Watchdog {
                 ghosts_cleared = self.clear_ghosts(&mut known).await;
             }
             let changed = cameras_changed.has_changed().unwrap_or(false);
-            if changed || last_index_check.is_none_or(|t| t.elapsed() >= index_check) {
+            if changed || last_decommission_check.is_none_or(|t| t.elapsed() >= DECOMMISSION_CHECK) {
                 cameras_changed.mark_unchanged();
-                last_index_check = Some(Instant::now());
+                last_decommission_check = Some(Instant::now());
                 self.check_decommissions(&mut known, &mut decommissioned).await;
+            }
+            if last_index_check.is_none_or(|t| t.elapsed() >= index_check) {
+                last_index_check = Some(Instant::now());
                 let cfg = &self.config.watchdog;
                 match site::spool_backlog(&self.db, &self.spool, now, cfg.spool_backlog_after).await {
                     Ok(v) => self.apply(&mut known, None, AlarmKind::SpoolBacklog, v).await,
