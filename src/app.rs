@@ -149,7 +149,7 @@ impl App {
                     Err(_) => {}
                 }
                 // While the file cannot be written, the database is the only record.
-                let to_db = file_failing || beats % (DB_HEARTBEAT.as_secs() / HEARTBEAT.as_secs()).max(1) == 0;
+                let to_db = file_failing || beats.is_multiple_of((DB_HEARTBEAT.as_secs() / HEARTBEAT.as_secs()).max(1));
                 beats += 1;
                 let (db, run_id) = (db.clone(), run_id.clone());
                 async move {
