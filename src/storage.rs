@@ -6,10 +6,11 @@
 //! camera sort by start time, and each object carries its own codec parameters and
 //! Cradle metadata (see `record::fmp4`).
 //!
-//! With `[storage] object_lock`, segment PUTs to S3 carry an Object Lock retention
-//! (see [`object_lock`]); everything else goes through `object_store`.
+//! Segment PUTs to S3 carry the segment's SHA-256 for the server to check, and with
+//! `[storage] object_lock` an Object Lock retention (see [`s3_put`]); everything else
+//! goes through `object_store`.
 
-mod object_lock;
+mod s3_put;
 
 use std::fs;
 use std::io;
@@ -45,12 +46,18 @@ pub enum StorageError {
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<dyn ObjectStore>,
-    /// For a local directory: its path. Puts bypass object_store there: they hard-link
-    /// (or copy) the spool file and fsync, which object_store's local store does not.
-    local_root: Option<PathBuf>,
-    /// `[storage] object_lock`: segment PUTs go through here, with a retention.
-    lock: Option<Arc<object_lock::ObjectLock>>,
+    /// Where segment puts go (everything else goes through `store`).
+    segments: SegmentStore,
     pub description: String,
+}
+
+#[derive(Clone)]
+enum SegmentStore {
+    /// A local directory: puts bypass `object_store` there, they hard-link (or copy) the
+    /// spool file and fsync, which `object_store`'s local store does not.
+    Local(PathBuf),
+    /// S3: PUTs with the segment's SHA-256 (and a retention with `[storage] object_lock`).
+    S3(Arc<s3_put::SegmentPut>),
 }
 
 /// An object as a listing shows it.
@@ -74,8 +81,7 @@ impl Storage {
             return Ok(Storage {
                 store: Arc::new(store),
                 description: format!("directory {}", root.display()),
-                local_root: Some(root),
-                lock: None,
+                segments: SegmentStore::Local(root),
             });
         }
         let rest = cfg
@@ -123,23 +129,20 @@ impl Storage {
             "s3://{bucket}/{prefix} at {}",
             cfg.endpoint.as_deref().unwrap_or("AWS")
         );
-        let lock = match cfg.object_lock {
-            true => Some(Arc::new(object_lock::ObjectLock::new(s3.clone(), bucket, prefix, cfg.allow_http)?)),
-            false => None,
-        };
+        let segment_put = s3_put::SegmentPut::new(s3.clone(), bucket, prefix, cfg.allow_http, cfg.object_lock)?;
         let store: Arc<dyn ObjectStore> = if prefix.is_empty() {
             Arc::new(s3)
         } else {
             Arc::new(PrefixStore::new(s3, prefix))
         };
-        Ok(Storage { store, local_root: None, lock, description })
+        Ok(Storage { store, segments: SegmentStore::S3(Arc::new(segment_put)), description })
     }
 
     /// Object Lock retains each segment until its start plus `days` (the policy floor;
     /// [`crate::config::RETENTION_FLOOR_DAYS`] until this is called). Only the recorder's storage puts.
     pub fn lock_retention_days(self, days: u32) -> Storage {
-        if let Some(l) = &self.lock {
-            l.set_retain_days(days);
+        if let SegmentStore::S3(p) = &self.segments {
+            p.set_retain_days(days);
         }
         self
     }
@@ -149,44 +152,48 @@ impl Storage {
     /// which must stop start-up; any other error when the server could not be asked.
     /// Without Object Lock: `Ok` at once.
     pub async fn check_object_lock(&self) -> Result<(), StorageError> {
-        match &self.lock {
-            Some(l) => l.check_bucket().await,
-            None => Ok(()),
+        match &self.segments {
+            SegmentStore::S3(p) if p.object_lock() => p.check_bucket().await,
+            _ => Ok(()),
         }
     }
 
     pub fn object_lock(&self) -> bool {
-        self.lock.is_some()
+        matches!(&self.segments, SegmentStore::S3(p) if p.object_lock())
     }
 
     /// Stores the finished spool file `path` as object `key`, durably: when this returns
     /// Ok, the object survives a crash of this process and (for a local directory) a
-    /// power cut, and the spool copy may be deleted.
+    /// power cut, and the spool copy may be deleted. `sha256` (hex) is the file's SHA-256,
+    /// as its index row has it.
     ///
     /// A local directory on the spool's filesystem gets a hard link (no bytes copied: a
     /// segment is written once, by the recorder); elsewhere the file is copied in the
     /// kernel. S3 uploads the file memory-mapped, so a 30 MB segment never sits on the
-    /// heap. Storing the same segment twice (a crash between upload and index) is a no-op.
-    pub async fn put_file(&self, key: &str, path: &Path) -> Result<(), StorageError> {
-        if let Some(root) = &self.local_root {
-            let (dst, src) = (root.join(key), path.to_owned());
-            return tokio::task::spawn_blocking(move || link_or_copy(&src, &dst))
-                .await
-                .expect("local store task panicked")
-                .map_err(StorageError::Io);
-        }
+    /// heap, and refuses it unless the bytes it received hash to `sha256` (see
+    /// [`s3_put`]). Storing the same segment twice (a crash between upload and index) is
+    /// a no-op.
+    pub async fn put_file(&self, key: &str, path: &Path, sha256: &str) -> Result<(), StorageError> {
+        let put = match &self.segments {
+            SegmentStore::S3(put) => put,
+            SegmentStore::Local(root) => {
+                let (dst, src) = (root.join(key), path.to_owned());
+                return tokio::task::spawn_blocking(move || link_or_copy(&src, &dst))
+                    .await
+                    .expect("local store task panicked")
+                    .map_err(StorageError::Io);
+            }
+        };
+        let digest: [u8; 32] = hex::decode(sha256)
+            .ok()
+            .and_then(|d| d.try_into().ok())
+            .ok_or_else(|| StorageError::Request(format!("{key}: {sha256:?} is not a SHA-256 in hex")))?;
         let file = std::fs::File::open(path)?;
         // SAFETY: a finished spool file is never written again (the recorder renamed it
         // from `.partial` after its last write, and recovery only truncates `.partial`
         // files before the uploader starts), so the mapping cannot change under us.
         let map = unsafe { memmap2::Mmap::map(&file)? };
-        if let Some(lock) = &self.lock {
-            let (_, start) = parse_segment_key(key)
-                .ok_or_else(|| StorageError::Request(format!("{key} is not a segment key: cannot compute its retention")))?;
-            return lock.put(key, Bytes::from_owner(map), start).await;
-        }
-        self.store.put(&ObjPath::from(key), PutPayload::from(Bytes::from_owner(map))).await?;
-        Ok(())
+        put.put(key, Bytes::from_owner(map), &digest).await
     }
 
     pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {

@@ -139,7 +139,7 @@ impl Fixture {
             let path = files.join(format!("{i}-{}.mp4", rand::random::<u32>()));
             std::fs::write(&path, s.body()).unwrap();
             let (storage, key) = (self.storage.clone(), s.key());
-            async move { storage.put_file(&key, &path).await.unwrap() }
+            async move { storage.put_file(&key, &path, &file_sha256(&path)).await.unwrap() }
         });
         futures::stream::iter(puts).buffer_unordered(16).collect::<Vec<()>>().await;
     }
@@ -563,7 +563,7 @@ async fn seed(spec: &ServerSpec, segs: &[Seg]) -> (Db, Storage) {
     for (i, s) in segs.iter().enumerate() {
         let path = spec.dir.join(format!("obj-{i}-{}", rand::random::<u32>()));
         std::fs::write(&path, s.body()).unwrap();
-        storage.put_file(&s.key(), &path).await.unwrap();
+        storage.put_file(&s.key(), &path, &file_sha256(&path)).await.unwrap();
     }
     (db, storage)
 }

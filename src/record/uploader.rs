@@ -164,7 +164,7 @@ async fn upload_one(storage: &Storage, db: &Db, seg: &SpooledSegment) -> Result<
     let path = &seg.path;
     let started = Instant::now();
     storage
-        .put_file(&seg.row.object_key, path)
+        .put_file(&seg.row.object_key, path, &seg.row.sha256)
         .await
         .map_err(|e| format!("uploading {} to {}: {e}", seg.row.object_key, storage.description))?;
     let latency = started.elapsed();

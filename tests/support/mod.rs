@@ -548,6 +548,12 @@ impl Drop for OwnGarage {
 
 /// The storage a server was configured with, opened through Cradle's own Storage type
 /// (the test checks objects the way `reindex` would see them).
+/// The SHA-256 of the file at `path`, in hex: what `Storage::put_file` wants with it.
+pub fn file_sha256(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).expect("read file to hash")))
+}
+
 pub fn open_storage(spec: &ServerSpec) -> cradle::storage::Storage {
     let cfg = cradle::config::Config::load(&spec.config_path()).expect("config");
     cradle::storage::Storage::from_config(&cfg.storage).expect("storage")

@@ -1,21 +1,34 @@
-//! S3 Object Lock: every segment is written in COMPLIANCE mode, retained until its start
-//! plus the retention floor, so not even the bucket's owner (nor a compromised Cradle)
-//! can delete or overwrite it before the floor has passed (MISSION: footage must not be
-//! altered or deleted). Only the recorder's PUT is special; GET, LIST and DELETE stay
-//! with `object_store` (a DELETE without a version id adds a delete marker, which a
-//! locked bucket allows; the locked version itself stays).
+//! Segment PUTs to S3, presigned and sent here rather than through `object_store`, for
+//! two reasons.
+//!
+//! **The index's SHA-256 goes with the bytes.** Every PUT carries the segment's SHA-256,
+//! computed once by the spool as it wrote the file, in `x-amz-checksum-sha256` (a signed
+//! header). The server hashes what it receives and refuses the PUT if the two differ, so
+//! a stored object is known to be byte for byte what the index describes. `object_store`
+//! cannot take a digest it did not compute: its SigV4 signing hashes every payload itself
+//! (`x-amz-content-sha256`), ~30 MB per minute-long segment, which doubled Cradle's
+//! hashing — about 1 CPU-second per 4 Mbit/s camera-hour. A presigned URL signs the
+//! headers and says `UNSIGNED-PAYLOAD`; the checksum header covers the payload instead.
+//!
+//! **S3 Object Lock** (`[storage] object_lock`): every segment is written in COMPLIANCE
+//! mode, retained until its start plus the retention floor, so not even the bucket's
+//! owner (nor a compromised Cradle) can delete or overwrite it before the floor has passed
+//! (MISSION: footage must not be altered or deleted). GET, LIST and DELETE stay with
+//! `object_store` (a DELETE without a version id adds a delete marker, which a locked
+//! bucket allows; the locked version itself stays).
 //!
 //! `object_store` 0.14 cannot add headers to a PUT — its `Attribute`s are a closed set
 //! (content type, cache control, …, user metadata) — and SigV4 must cover every `x-amz-*`
-//! header a request carries (S3 refuses unsigned ones), so the lock headers cannot be
+//! header a request carries (S3 refuses unsigned ones), so these headers cannot be
 //! slipped in after it signed. Its [`Signer`] can presign a request with extra signed
 //! headers and query parameters, though: the PUT and the bucket check are presigned
 //! with the same credentials and region as every other request, then sent here.
 //!
 //! Per the S3 API (PutObject, "Object Lock"): `x-amz-object-lock-mode`,
-//! `x-amz-object-lock-retain-until-date` (ISO 8601), and a `Content-MD5` (or checksum)
-//! header, which S3 requires on any PUT with a retention. The bucket must have been
-//! created with Object Lock enabled; `GET /bucket?object-lock` tells.
+//! `x-amz-object-lock-retain-until-date` (ISO 8601), and a `Content-MD5` header, which
+//! S3 requires on any PUT with a retention (an SDK's checksum-algorithm header would do
+//! too, but not every Object Lock server takes it). The bucket must have been created
+//! with Object Lock enabled; `GET /bucket?object-lock` tells.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -27,7 +40,7 @@ use object_store::aws::AmazonS3;
 use object_store::path::Path as ObjPath;
 use object_store::signer::{HeaderName, HeaderValue, Method, SignedUrlOptions, Signer};
 
-use super::StorageError;
+use super::{parse_segment_key, StorageError};
 use crate::config::RETENTION_FLOOR_DAYS;
 use crate::time::WallUs;
 
@@ -35,22 +48,24 @@ use crate::time::WallUs;
 const PRESIGN_FOR: Duration = Duration::from_secs(15 * 60);
 const DAY_US: i64 = 86_400 * 1_000_000;
 
-pub(super) struct ObjectLock {
+pub(super) struct SegmentPut {
     s3: AmazonS3,
     bucket: String,
     /// Key prefix inside the bucket (`s3://bucket/prefix`), without slashes at the ends.
     prefix: String,
     http: http_client::Client,
-    retain_days: AtomicU32,
+    /// With `[storage] object_lock`: the days each segment is retained past its start.
+    retain_days: Option<AtomicU32>,
 }
 
-impl ObjectLock {
+impl SegmentPut {
     pub(super) fn new(
         s3: AmazonS3,
         bucket: &str,
         prefix: &str,
         allow_http: bool,
-    ) -> Result<ObjectLock, StorageError> {
+        object_lock: bool,
+    ) -> Result<SegmentPut, StorageError> {
         // The same limits as object_store's own client (see Storage::from_config). A
         // plain-HTTP endpoint is allowed only when [storage] allow_http says so.
         let http = http_client::Client::builder()
@@ -58,18 +73,24 @@ impl ObjectLock {
             .timeout(Duration::from_secs(120))
             .https_only(!allow_http)
             .build()
-            .map_err(|e| StorageError::Config(format!("HTTP client for Object Lock: {e}")))?;
-        Ok(ObjectLock {
+            .map_err(|e| StorageError::Config(format!("HTTP client for segment uploads: {e}")))?;
+        Ok(SegmentPut {
             s3,
             bucket: bucket.to_owned(),
             prefix: prefix.to_owned(),
             http,
-            retain_days: AtomicU32::new(RETENTION_FLOOR_DAYS),
+            retain_days: object_lock.then(|| AtomicU32::new(RETENTION_FLOOR_DAYS)),
         })
     }
 
+    pub(super) fn object_lock(&self) -> bool {
+        self.retain_days.is_some()
+    }
+
     pub(super) fn set_retain_days(&self, days: u32) {
-        self.retain_days.store(days.max(RETENTION_FLOOR_DAYS), Ordering::Relaxed);
+        if let Some(d) = &self.retain_days {
+            d.store(days.max(RETENTION_FLOOR_DAYS), Ordering::Relaxed);
+        }
     }
 
     fn path(&self, key: &str) -> ObjPath {
@@ -79,22 +100,29 @@ impl ObjectLock {
         }
     }
 
-    /// PUTs `data` as `key` in COMPLIANCE mode until `start` plus the retention days.
-    pub(super) async fn put(&self, key: &str, data: Bytes, start: WallUs) -> Result<(), StorageError> {
-        let until = retain_until(start, self.retain_days.load(Ordering::Relaxed));
-        let md5 = {
-            let d = data.clone();
-            // ~30 MB per segment: hashing is CPU work, off the async workers.
-            tokio::task::spawn_blocking(move || base64::engine::general_purpose::STANDARD.encode(Md5::digest(&d)))
-                .await
-                .expect("MD5 task panicked")
-        };
-        let headers = [
-            ("content-md5", md5),
+    /// PUTs `data` as `key`, refused by the server unless its SHA-256 is `sha256`; with
+    /// Object Lock, in COMPLIANCE mode until the segment's start plus the retention days.
+    pub(super) async fn put(&self, key: &str, data: Bytes, sha256: &[u8; 32]) -> Result<(), StorageError> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut headers = vec![
             ("content-type", "video/mp4".to_owned()),
-            ("x-amz-object-lock-mode", "COMPLIANCE".to_owned()),
-            ("x-amz-object-lock-retain-until-date", until),
+            ("x-amz-checksum-sha256", b64.encode(sha256)),
         ];
+        if let Some(days) = &self.retain_days {
+            let (_, start) = parse_segment_key(key)
+                .ok_or_else(|| StorageError::Request(format!("{key} is not a segment key: cannot compute its retention")))?;
+            let until = retain_until(start, days.load(Ordering::Relaxed));
+            let md5 = {
+                let d = data.clone();
+                // ~30 MB per segment: hashing is CPU work, off the async workers.
+                tokio::task::spawn_blocking(move || b64.encode(Md5::digest(&d))).await.expect("MD5 task panicked")
+            };
+            headers.extend([
+                ("content-md5", md5),
+                ("x-amz-object-lock-mode", "COMPLIANCE".to_owned()),
+                ("x-amz-object-lock-retain-until-date", until),
+            ]);
+        }
         let mut opts = SignedUrlOptions::default();
         for (name, value) in &headers {
             opts = opts.with_signed_header(HeaderName::from_static(name), header_value(value)?);
@@ -104,19 +132,24 @@ impl ObjectLock {
         for (name, value) in &headers {
             req = req.header(*name, value.as_str());
         }
-        let r = req.send().await.map_err(|e| StorageError::Request(format!("locked PUT of {key}: {e}")))?;
+        let what = if self.object_lock() { "locked PUT" } else { "PUT" };
+        let r = req.send().await.map_err(|e| StorageError::Request(format!("{what} of {key}: {e}")))?;
         if r.status().is_success() {
             return Ok(());
         }
         let status = r.status();
         let body = r.text().await.unwrap_or_default();
         let why = s3_error(&body);
-        // S3 answers InvalidRequest "Bucket is missing Object Lock Configuration".
-        let hint = match why.contains("Object Lock") {
-            true => format!(" — was bucket {} created with Object Lock enabled?", self.bucket),
-            false => String::new(),
+        // S3 answers InvalidRequest "Bucket is missing Object Lock Configuration", and
+        // BadDigest (Garage: InvalidDigest) when the bytes do not match the checksum.
+        let hint = if why.contains("Object Lock") {
+            format!(" — was bucket {} created with Object Lock enabled?", self.bucket)
+        } else if why.contains("Digest") || why.contains("hecksum") {
+            " — the bytes the server received do not match the segment's SHA-256 (the spool file changed after it was hashed, or was damaged on the way)".to_owned()
+        } else {
+            String::new()
         };
-        Err(StorageError::Request(format!("locked PUT of {key} refused: {status} {why}{hint}")))
+        Err(StorageError::Request(format!("{what} of {key} refused: {status} {why}{hint}")))
     }
 
     /// `GET /bucket?object-lock`: `Ok` when Object Lock is enabled, `Config` when the
