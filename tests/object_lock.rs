@@ -162,19 +162,33 @@ async fn serve_refuses_object_lock_on_garage_and_on_a_bucket_created_without_it(
     assert!(err.contains("must be enabled when the bucket is created"), "{err}");
 }
 
-/// A 3 MB "segment" in `dir`: its path, bytes and SHA-256 (hex).
-fn segment_file(dir: &std::path::Path) -> (std::path::PathBuf, Vec<u8>, String) {
+/// A Garage bucket prefix of its own (with Object Lock asked for when `lock`), a segment
+/// key and a 3 MB "segment" file: its path, bytes and SHA-256 (hex). The PUT of that file
+/// with the SHA-256 of other bytes — what a spool file changed after its index row was
+/// written would be sent with — has already been refused, storing nothing.
+async fn garage_segment(
+    dir: &std::path::Path,
+    lock: bool,
+) -> (cradle::storage::Storage, String, std::path::PathBuf, Vec<u8>, String) {
+    let mut spec = ServerSpec::new(Backend::Sqlite, dir).await;
+    spec.storage_toml = garage_storage_toml(&format!("sha-put-{}", rand::random::<u32>()));
+    if lock {
+        spec.storage_toml += "object_lock = true\n";
+    }
+    spec.write_config();
+    let storage = open_storage(&spec);
+    assert_eq!(storage.object_lock(), lock);
+    let camera = cradle::config::CameraId::parse("room-1").unwrap();
+    let key = cradle::storage::segment_key(&camera, cradle::time::now_us());
     let file = dir.join("segment.mp4");
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&file, &data).unwrap();
     let sha = file_sha256(&file);
-    (file, data, sha)
-}
-
-/// The SHA-256 of other bytes than the file's: what a spool file changed after its
-/// index row was written would be sent with.
-fn wrong_sha(sha: &str) -> String {
-    hex::encode(Sha256::digest(format!("not {sha}")))
+    let wrong = hex::encode(Sha256::digest(format!("not {sha}")));
+    let err = storage.put_file(&key, &file, &wrong).await.expect_err("a PUT with another SHA-256 is refused");
+    assert!(err.to_string().contains("do not match the segment's SHA-256"), "{err}");
+    assert!(!storage.exists(&key).await.unwrap(), "the refused PUT stored nothing");
+    (storage, key, file, data, sha)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,17 +196,7 @@ async fn the_locked_put_is_signed_well_enough_for_garage() {
     // Garage ignores the lock headers but verifies the presigned signature over them, the
     // Content-MD5 and the SHA-256 checksum; a wrong signature, URL or digest fails the PUT.
     let tmp = tempfile::tempdir().unwrap();
-    let mut spec = ServerSpec::new(Backend::Sqlite, tmp.path()).await;
-    spec.storage_toml = garage_storage_toml(&format!("lock-put-{}", rand::random::<u32>())) + "object_lock = true\n";
-    spec.write_config();
-    let storage = open_storage(&spec);
-    assert!(storage.object_lock());
-    let camera = cradle::config::CameraId::parse("room-1").unwrap();
-    let key = cradle::storage::segment_key(&camera, cradle::time::now_us());
-    let (file, data, sha) = segment_file(tmp.path());
-    let err = storage.put_file(&key, &file, &wrong_sha(&sha)).await.expect_err("a PUT with another SHA-256 is refused");
-    assert!(err.to_string().contains("do not match the segment's SHA-256"), "{err}");
-    assert!(!storage.exists(&key).await.unwrap(), "the refused PUT stored nothing");
+    let (storage, key, file, data, sha) = garage_segment(tmp.path(), true).await;
     storage.put_file(&key, &file, &sha).await.unwrap_or_else(|e| panic!("locked PUT to Garage: {e}"));
     assert_eq!(storage.get(&key).await.unwrap().as_ref(), &data[..]);
 }
@@ -202,17 +206,7 @@ async fn a_segment_put_to_garage_is_checked_against_its_sha256() {
     // Without Object Lock too, a segment's PUT carries the SHA-256 of its index row and
     // the server refuses bytes that do not hash to it (Cradle does not hash them again).
     let tmp = tempfile::tempdir().unwrap();
-    let mut spec = ServerSpec::new(Backend::Sqlite, tmp.path()).await;
-    spec.storage_toml = garage_storage_toml(&format!("sha-put-{}", rand::random::<u32>()));
-    spec.write_config();
-    let storage = open_storage(&spec);
-    assert!(!storage.object_lock());
-    let camera = cradle::config::CameraId::parse("room-1").unwrap();
-    let key = cradle::storage::segment_key(&camera, cradle::time::now_us());
-    let (file, data, sha) = segment_file(tmp.path());
-    let err = storage.put_file(&key, &file, &wrong_sha(&sha)).await.expect_err("a PUT with another SHA-256 is refused");
-    assert!(err.to_string().contains("do not match the segment's SHA-256"), "{err}");
-    assert!(!storage.exists(&key).await.unwrap(), "the refused PUT stored nothing");
+    let (storage, key, file, data, sha) = garage_segment(tmp.path(), false).await;
     let err = storage.put_file(&key, &file, "not hex").await.expect_err("a malformed SHA-256 is refused");
     assert!(err.to_string().contains("is not a SHA-256 in hex"), "{err}");
     storage.put_file(&key, &file, &sha).await.unwrap_or_else(|e| panic!("PUT to Garage: {e}"));
