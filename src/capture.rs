@@ -98,6 +98,12 @@ impl Drop for Unbatched {
     }
 }
 
+/// Ticks the capture thread has slept to so far (it stays put while batching is off):
+/// lets a task do something once per batch rather than once per frame.
+pub fn ticks() -> u64 {
+    SLEEPS.load(Ordering::Relaxed)
+}
+
 /// Ends the capture thread's wait for its tick now, for a hand-off whose result a task
 /// there should not wait a batch for. A segment's end is a chain of them (the last
 /// fragment, closing the file, its index row, the next file): at a tick per link, the
@@ -125,8 +131,10 @@ where
     runtime().spawn(task)
 }
 
-/// Threads for the recorders' spool writes (`spawn_blocking` on the capture runtime).
-/// Hashing and copying a GOP takes under a millisecond and its direct write a few; at
+/// Threads for the recorders' spool work that waits (`spawn_blocking` on the capture
+/// runtime): opening and finishing segment files, and a GOP's write where it cannot be
+/// asynchronous (see [`crate::record::spool`]). Hashing and copying a GOP takes under a
+/// millisecond and its direct write a few; at
 /// 50 cameras that is a few dozen writes a second, which two cores cannot run more of at
 /// once anyway. Without a cap tokio starts a thread per camera whose GOP ends in the same
 /// tick (50 threads at 50 cameras), each keeping its own staging buffer.

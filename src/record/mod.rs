@@ -1,9 +1,10 @@
 //! Recording: frames from the hub become fragmented-MP4 segments in the spool, then
 //! objects in storage with an index row each.
 //!
-//! Per camera, a [`Recorder`] collects one GOP in memory and writes it as one fsynced
+//! Per camera, a [`Recorder`] collects one GOP in memory and writes it as one durable
 //! fragment when the next keyframe arrives (so every frame's duration is known from
-//! the RTP clock), and closes the segment at the first keyframe after the target
+//! the RTP clock; on a direct file the write is asynchronous and its result taken at the
+//! next batch, see [`spool`]), and closes the segment at the first keyframe after the target
 //! length. Wall time is anchored at the first frame of each camera session and then
 //! advanced by the RTP clock, slewed by at most 0.1 % toward the server clock so the
 //! drift stays bounded without jumps; a drift beyond `max_drift` re-anchors the run.
@@ -13,6 +14,7 @@
 //! already spooled or stored is ever evicted. Recording resumes at the first keyframe
 //! after space returns.
 
+mod aio;
 pub mod fmp4;
 pub mod spool;
 pub mod uploader;
@@ -57,6 +59,8 @@ pub struct Recorder {
     gop: Vec<Arc<Frame>>,
     /// Dropping footage because the spool is full; value: when it started.
     spool_full_since: Option<WallUs>,
+    /// The capture thread's tick at which the write in flight was last looked at.
+    write_looked_at: u64,
 }
 
 impl Recorder {
@@ -80,6 +84,7 @@ impl Recorder {
             open: None,
             gop: Vec::with_capacity(64),
             spool_full_since: None,
+            write_looked_at: 0,
         }
     }
 
@@ -104,6 +109,7 @@ impl Recorder {
         if self.run_id.is_none() {
             return;
         }
+        self.look_at_write().await;
         if self.gop.is_empty() && !f.is_key {
             // Before the first keyframe of a run (or after dropping): nothing decodable.
             if self.spool_full_since.is_some() {
@@ -191,18 +197,56 @@ impl Recorder {
             None => durations.last().copied().unwrap_or(DEFAULT_FRAME_TICKS),
         };
         durations.push(last);
-        let (res, open, mut frames) = tokio::task::spawn_blocking(move || {
-            let r = open.file.append_fragment(&frames, &durations);
-            (r, open, frames)
-        })
-        .await
-        .expect("spool task panicked");
-        frames.clear();
-        self.gop = frames; // reuse the allocation
+        // The previous fragment's write finished long ago, normally (a GOP ago).
+        let mut res = settle(&mut open.file).await;
+        if res.is_ok() && open.file.is_async() {
+            match open.file.submit_fragment(&frames, &durations) {
+                Ok(true) => {
+                    self.reuse_gop(frames);
+                    self.open = Some(open);
+                    self.write_looked_at = crate::capture::ticks();
+                    return;
+                }
+                Ok(false) => {}
+                Err(e) => res = Err(e),
+            }
+        }
+        let (res, open, frames) = match res {
+            Ok(()) => {
+                tokio::task::spawn_blocking(move || {
+                    let r = open.file.append_fragment(&frames, &durations);
+                    (r, open, frames)
+                })
+                .await
+                .expect("spool task panicked")
+            }
+            Err(e) => (Err(e), open, frames),
+        };
+        self.reuse_gop(frames);
         self.open = Some(open);
         if let Err(e) = res {
             self.spool_failed(e).await;
         }
+    }
+
+    /// Once per tick of the capture thread while a fragment's write is in flight: takes
+    /// its result if it has come (normally at the first tick after the write), so its
+    /// buffer goes back to the pool and a failure is acted on now, not a GOP later.
+    async fn look_at_write(&mut self) {
+        let Some(open) = self.open.as_mut().filter(|o| o.file.writing()) else { return };
+        let tick = crate::capture::ticks();
+        if tick == self.write_looked_at {
+            return;
+        }
+        self.write_looked_at = tick;
+        if let Err(e) = open.file.settle(std::time::Duration::ZERO) {
+            self.spool_failed(e).await;
+        }
+    }
+
+    fn reuse_gop(&mut self, mut frames: Vec<Arc<Frame>>) {
+        frames.clear();
+        self.gop = frames; // reuse the allocation
     }
 
     /// Nothing is being written for this camera any more (the run ended, or footage is
@@ -213,23 +257,32 @@ impl Recorder {
 
     /// Closes the open segment; `end_ts` is the RTP time where it ends.
     async fn close_segment(&mut self, end_ts: i64, drift: Option<i64>) {
-        let Some(open) = self.open.take() else { return };
+        let Some(mut open) = self.open.take() else { return };
         // `open_segment_start_us` keeps this segment's start until its index row is
         // written (and the next segment opens, or the run ends): coverage and the
         // recordings API read it before the index, so the footage is never in neither.
-        let start = open.file.start_us();
-        let rtp_elapsed = ticks_to_us(end_ts - open.start_ts).max(ticks_to_us(open.file.duration_90k() as i64));
         let drift = drift.unwrap_or(0);
-        let max_slew = rtp_elapsed * MAX_SLEW_PPM / 1_000_000;
-        let end = start + rtp_elapsed + drift.clamp(-max_slew, max_slew);
-        let res = tokio::task::spawn_blocking(move || {
+        let (settled, end, res) = tokio::task::spawn_blocking(move || {
+            // The last fragment's write may still be in flight. If it fails, its
+            // fragment is taken back and the segment ends where its footage does.
+            let settled = open.file.settle_wait();
+            let end_ts = if settled.is_ok() { end_ts } else { open.start_ts };
+            let start = open.file.start_us();
+            let rtp_elapsed = ticks_to_us(end_ts - open.start_ts).max(ticks_to_us(open.file.duration_90k() as i64));
+            let max_slew = rtp_elapsed * MAX_SLEW_PPM / 1_000_000;
+            let end = start + rtp_elapsed + drift.clamp(-max_slew, max_slew);
             let finished = open.file.finish(end, drift);
             crate::capture::hurry();
-            finished
+            (settled, end, finished)
         })
         .await
         .expect("spool task panicked");
         self.next_start = Some(end);
+        if let Err(e) = settled {
+            // Footage is missing before the next segment: it starts on its own time.
+            self.note_spool_failure(e).await;
+            self.next_start = None;
+        }
         match res {
             Ok(Some(seg)) => {
                 self.hub.stats.segments.fetch_add(1, Ordering::Relaxed);
@@ -297,10 +350,7 @@ impl Recorder {
     }
 
     async fn spool_failed(&mut self, e: std::io::Error) {
-        error!(camera = %self.hub.id(), "spool write failed: {e}");
-        self.event("spool_full", &format!("spool write failed: {e}")).await;
-        let since = *self.spool_full_since.get_or_insert_with(now_us);
-        self.hub.stats.spool_full_since_us.store(since, Ordering::Relaxed);
+        self.note_spool_failure(e).await;
         self.gop.clear();
         if let Some(open) = &self.open {
             let end_ts = open.start_ts + open.file.duration_90k() as i64;
@@ -310,11 +360,31 @@ impl Recorder {
         self.next_start = None;
     }
 
+    async fn note_spool_failure(&mut self, e: std::io::Error) {
+        error!(camera = %self.hub.id(), "spool write failed: {e}");
+        self.event("spool_full", &format!("spool write failed: {e}")).await;
+        let since = *self.spool_full_since.get_or_insert_with(now_us);
+        self.hub.stats.spool_full_since_us.store(since, Ordering::Relaxed);
+    }
+
     async fn event(&self, kind: &str, detail: &str) {
         if let Err(e) = self.db.insert_event(Some(self.hub.id().as_str()), now_us(), kind, detail).await {
             warn!(camera = %self.hub.id(), "cannot record event {kind}: {e}");
         }
     }
+}
+
+/// How often a recorder looks again for a fragment's write that has not finished when
+/// the next one is due (on the capture thread such sleeps end at the next tick).
+const SETTLE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Takes the result of `file`'s write in flight, waiting for it without blocking the
+/// thread.
+async fn settle(file: &mut SegmentFile) -> std::io::Result<()> {
+    while !file.settle(std::time::Duration::ZERO)? {
+        tokio::time::sleep(SETTLE_POLL).await;
+    }
+    Ok(())
 }
 
 /// A frame duration from an RTP timestamp difference; a camera that repeats or jumps
@@ -326,3 +396,4 @@ fn clamp_duration(ticks: i64) -> u32 {
         ticks as u32
     }
 }
+

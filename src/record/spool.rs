@@ -16,6 +16,15 @@
 //! cuts them off with any torn fragment. A finished segment is cut to its exact length.
 //! Where `O_DIRECT` is refused (tmpfs, some network file systems) the same aligned
 //! writes go through the page cache.
+//!
+//! On a direct file, a fragment is written without anyone waiting for it: the recorder
+//! copies it into an aligned buffer, hashes it and submits one `RWF_DSYNC` write with
+//! Linux AIO ([`super::aio`]), and takes the result at its next batch (before the next
+//! fragment, or when the segment closes, at the latest). A failed write takes its fragment back: the file is
+//! cut to its previous end and its state restored, as for a synchronous write. So that
+//! the kernel need not wait for a write that extends the file, the file is preallocated
+//! [`PREALLOCATE`] bytes at a time ahead of its footage; a crash leaves those blocks as
+//! zeros after the last fragment, which recovery cuts like any padding.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -27,7 +36,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::fmp4;
+use super::{aio, fmp4};
 use crate::config::CameraId;
 use crate::db::{SegmentRow, STATE_SPOOLED};
 use crate::hub::{Frame, StreamParams};
@@ -53,6 +62,15 @@ const BLOCK: usize = 4096;
 /// for the device, not once per slice; a larger one in several.
 const STAGING_MAX: usize = 2 * 1024 * 1024;
 
+/// Largest fragment written asynchronously (a 4 s GOP at 32 Mbit/s); a larger one goes
+/// through the synchronous path, which writes it in `STAGING_MAX` windows.
+const ASYNC_MAX: usize = 16 * 1024 * 1024;
+
+/// Preallocation step for asynchronous writes: about 16 s of a 4 Mbit/s camera, so a
+/// one-minute segment grows its file four times; at 50 cameras at most 400 MiB of the
+/// spool is allocated ahead. Where that much is not free, just what the write needs.
+const PREALLOCATE: u64 = 8 * 1024 * 1024;
+
 thread_local! {
     /// One staging buffer per (blocking) thread, not per camera: spool writes are short
     /// and few run at once. It grows to the largest fragment the thread has written (at
@@ -77,6 +95,91 @@ pub struct SegmentFile {
     next_seq: u32,
     duration_90k: u64,
     frames: u64,
+    /// Asynchronous writes, on a direct file where the kernel offers them.
+    aio: Option<AsyncWrites>,
+}
+
+/// What a fragment's write changes, as it was before (restored if the write fails).
+struct Before {
+    len: u64,
+    tail: Vec<u8>,
+    sha: Sha256,
+    next_seq: u32,
+    duration_90k: u64,
+    frames: u64,
+}
+
+/// A buffer aligned for direct I/O.
+struct Aligned {
+    raw: Vec<u8>,
+    skew: usize,
+    len: usize,
+}
+
+impl Aligned {
+    /// Capacity rounded up to 256 KiB, so later fragments (sizes vary) reuse it rather
+    /// than fault in fresh pages.
+    fn new(len: usize) -> Aligned {
+        const STEP: usize = 256 << 10;
+        let raw = vec![0u8; len.div_ceil(STEP) * STEP + BLOCK];
+        let skew = raw.as_ptr().align_offset(BLOCK);
+        Aligned { raw, skew, len }
+    }
+
+    /// Reuses `self` if it can hold `len` bytes.
+    fn reuse(self, len: usize) -> Aligned {
+        if self.raw.len() - self.skew >= len {
+            Aligned { len, ..self }
+        } else {
+            Aligned::new(len)
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.raw[self.skew..self.skew + self.len]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.raw[self.skew..self.skew + self.len]
+    }
+}
+
+/// A fragment's write in flight: its buffer (the kernel reads it until the write
+/// completes) and the state to restore if it fails.
+struct InFlight {
+    buf: Aligned,
+    before: Before,
+}
+
+/// Fields drop in order: the context first (waiting for a write in flight), then the
+/// buffer that write reads.
+struct AsyncWrites {
+    ctx: aio::Context,
+    in_flight: Option<InFlight>,
+    /// The file's size: footage plus the blocks preallocated after it.
+    allocated: u64,
+}
+
+/// Buffers of finished writes, for the next ones (of any camera): a write holds its
+/// buffer only until its result is taken, so at 50 cameras a dozen or so are in use,
+/// not one per camera.
+static BUFFERS: std::sync::Mutex<Vec<Aligned>> = std::sync::Mutex::new(Vec::new());
+/// Most buffers kept for reuse.
+const BUFFERS_KEPT: usize = 16;
+
+fn take_buffer(len: usize) -> Aligned {
+    let pooled = BUFFERS.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    match pooled {
+        Some(b) => b.reuse(len),
+        None => Aligned::new(len),
+    }
+}
+
+fn give_buffer(b: Aligned) {
+    let mut pool = BUFFERS.lock().unwrap_or_else(|e| e.into_inner());
+    if pool.len() < BUFFERS_KEPT {
+        pool.push(b);
+    }
 }
 
 /// A complete segment in the spool, ready to upload.
@@ -121,6 +224,7 @@ impl SegmentFile {
             next_seq: 1,
             duration_90k: 0,
             frames: 0,
+            aio: None,
         };
         if let Err(e) = seg.write_after_end(&[&init]) {
             drop(seg.file);
@@ -128,7 +232,15 @@ impl SegmentFile {
             return Err(e);
         }
         sync_dir(&dir)?;
+        if seg.direct {
+            seg.aio = async_writes(seg.len.div_ceil(BLOCK as u64) * BLOCK as u64);
+        }
         Ok(seg)
+    }
+
+    /// Whether this file's fragments are written asynchronously ([`Self::submit_fragment`]).
+    pub fn is_async(&self) -> bool {
+        self.aio.is_some()
     }
 
     /// Whether this file's writes bypass the page cache.
@@ -154,6 +266,18 @@ impl SegmentFile {
     /// `durations[i]` is the 90 kHz duration of `frames[i]`. On error the file still
     /// ends on its last complete fragment.
     pub fn append_fragment(&mut self, frames: &[Arc<Frame>], durations: &[u32]) -> io::Result<()> {
+        self.settle_wait()?;
+        let header = self.fragment_header(frames, durations);
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(frames.len() + 1);
+        parts.push(&header);
+        parts.extend(frames.iter().map(|f| &f.data[..]));
+        self.write_after_end(&parts)?;
+        self.count_fragment(frames, durations);
+        Ok(())
+    }
+
+    /// The moof and mdat header of the next fragment.
+    fn fragment_header(&self, frames: &[Arc<Frame>], durations: &[u32]) -> Vec<u8> {
         debug_assert_eq!(frames.len(), durations.len());
         let samples: Vec<fmp4::Sample> = frames
             .iter()
@@ -162,13 +286,139 @@ impl SegmentFile {
             .collect();
         let mut header = Vec::with_capacity(128 + 16 * samples.len());
         fmp4::write_fragment_header(self.next_seq, self.duration_90k, &samples, &mut header);
-        let mut parts: Vec<&[u8]> = Vec::with_capacity(frames.len() + 1);
-        parts.push(&header);
-        parts.extend(frames.iter().map(|f| &f.data[..]));
-        self.write_after_end(&parts)?;
+        header
+    }
+
+    fn count_fragment(&mut self, frames: &[Arc<Frame>], durations: &[u32]) {
         self.next_seq += 1;
         self.duration_90k += durations.iter().map(|&d| d as u64).sum::<u64>();
         self.frames += frames.len() as u64;
+    }
+
+    /// Starts the durable write of one fragment (as [`Self::append_fragment`]) and
+    /// returns without waiting for it; [`Self::settle`] takes its result. Cheap enough
+    /// for the capture thread: a copy, the hash, and a preallocation every few seconds.
+    /// `Ok(false)`: nothing was written, and this file (or this fragment, if very large)
+    /// takes the synchronous path. An error (no room for the preallocation) leaves the
+    /// file as it was.
+    pub fn submit_fragment(&mut self, frames: &[Arc<Frame>], durations: &[u32]) -> io::Result<bool> {
+        if !self.settle(std::time::Duration::ZERO)? {
+            return Ok(false); // the caller settles first; never two writes in flight
+        }
+        let header = self.fragment_header(frames, durations);
+        let payload = header.len() + frames.iter().map(|f| f.data.len()).sum::<usize>();
+        let total = self.tail.len() + payload;
+        let Some(aw) = self.aio.as_mut().filter(|_| total <= ASYNC_MAX) else { return Ok(false) };
+        let offset = self.len - self.tail.len() as u64;
+        let padded = total.div_ceil(BLOCK) * BLOCK;
+        let end = offset + padded as u64;
+        if end > aw.allocated {
+            aw.allocated = preallocate(&self.file, aw.allocated, end)?;
+        }
+        let mut buf = take_buffer(padded);
+        let out = buf.bytes_mut();
+        let mut fill = 0;
+        for part in std::iter::once(&self.tail[..]).chain([&header[..]]).chain(frames.iter().map(|f| &f.data[..])) {
+            out[fill..fill + part.len()].copy_from_slice(part);
+            fill += part.len();
+        }
+        out[fill..].fill(0);
+        // SAFETY: the buffer moves into `in_flight` below and stays there, untouched,
+        // until `settle` has the write's result or the context is dropped (first).
+        if let Err(e) = unsafe { aw.ctx.submit_write(self.file.as_raw_fd(), buf.bytes(), offset) } {
+            tracing::warn!(file = %self.path.display(), "asynchronous spool write refused ({e}); writing synchronously");
+            self.aio = None;
+            return Ok(false);
+        }
+        let before = Before {
+            len: self.len,
+            tail: std::mem::take(&mut self.tail),
+            sha: self.sha.clone(),
+            next_seq: self.next_seq,
+            duration_90k: self.duration_90k,
+            frames: self.frames,
+        };
+        // Hashed while the device writes.
+        self.sha.update(&header);
+        for f in frames {
+            self.sha.update(&f.data);
+        }
+        let keep = fill % BLOCK;
+        self.tail.extend_from_slice(&buf.bytes()[fill - keep..fill]);
+        aw.in_flight = Some(InFlight { buf, before });
+        self.len += payload as u64;
+        self.count_fragment(frames, durations);
+        Ok(true)
+    }
+
+    /// Takes the result of the write in flight, waiting up to `wait` for it; true when
+    /// none is in flight any more. A failed write's fragment is taken back (the file cut
+    /// to its previous end, the state as before) and its error returned.
+    pub fn settle(&mut self, wait: std::time::Duration) -> io::Result<bool> {
+        let Some(aw) = self.aio.as_mut() else { return Ok(true) };
+        let Some(expected) = aw.in_flight.as_ref().map(|f| f.buf.len) else { return Ok(true) };
+        let result = match aw.ctx.reap(wait) {
+            Ok(None) => return Ok(false),
+            Ok(Some(Ok(n))) if n == expected => Ok(()),
+            Ok(Some(Ok(n))) => Err(io::Error::new(io::ErrorKind::WriteZero, format!("short write: {n} of {expected} bytes"))),
+            Ok(Some(Err(e))) => Err(e),
+            Err(e) => {
+                // The write's fate is unknown: once the context is gone (which waits for
+                // it), count it as failed, and write synchronously from now on.
+                let aw = self.aio.take().expect("checked above");
+                drop(aw.ctx);
+                self.take_back(aw.in_flight.expect("checked above").before);
+                return Err(e);
+            }
+        };
+        self.complete(result).map(|()| true)
+    }
+
+    /// Applies the result of the write in flight.
+    fn complete(&mut self, result: io::Result<()>) -> io::Result<()> {
+        let aw = self.aio.as_mut().expect("a write in flight");
+        let flight = aw.in_flight.take().expect("a write in flight");
+        match result {
+            Ok(()) => {
+                give_buffer(flight.buf);
+                Ok(())
+            }
+            Err(e) => {
+                give_buffer(flight.buf);
+                self.take_back(flight.before);
+                Err(e)
+            }
+        }
+    }
+
+    /// Takes a failed write's fragment back: the state as before it, the file cut to
+    /// its previous end (rewritten blocks before that end carried the same bytes).
+    fn take_back(&mut self, b: Before) {
+        (self.len, self.tail, self.sha) = (b.len, b.tail, b.sha);
+        (self.next_seq, self.duration_90k, self.frames) = (b.next_seq, b.duration_90k, b.frames);
+        let _ = self.file.set_len(self.len);
+        if let Some(aw) = self.aio.as_mut() {
+            aw.allocated = self.len;
+        }
+    }
+
+    /// A failure of the write in flight (which really completes first), as a device
+    /// would report it: faults that real parts cannot produce on demand.
+    #[cfg(test)]
+    fn fail_in_flight(&mut self, e: io::Error) -> io::Error {
+        let aw = self.aio.as_mut().expect("asynchronous writes");
+        aw.ctx.reap(std::time::Duration::from_secs(30)).unwrap().expect("the write completed").unwrap();
+        self.complete(Err(e)).unwrap_err()
+    }
+
+    /// Whether a write is in flight (its result not taken yet).
+    pub fn writing(&self) -> bool {
+        self.aio.as_ref().is_some_and(|aw| aw.in_flight.is_some())
+    }
+
+    /// Waits for the write in flight, if any (see [`Self::settle`]).
+    pub fn settle_wait(&mut self) -> io::Result<()> {
+        while !self.settle(std::time::Duration::from_millis(500))? {}
         Ok(())
     }
 
@@ -221,6 +471,9 @@ impl SegmentFile {
             }
             Err(e) => {
                 let _ = self.file.set_len(self.len);
+                if let Some(aw) = self.aio.as_mut() {
+                    aw.allocated = self.len;
+                }
                 Err(e)
             }
         }
@@ -229,7 +482,9 @@ impl SegmentFile {
     /// Renames to `.mp4` and returns the segment's index row. `wall_end_us` is the
     /// segment's end on the wall clock (its RTP duration, slewed toward the server clock).
     /// A segment without any fragment is removed and `None` returned.
-    pub fn finish(self, wall_end_us: WallUs, drift_us: i64) -> io::Result<Option<SpooledSegment>> {
+    pub fn finish(mut self, wall_end_us: WallUs, drift_us: i64) -> io::Result<Option<SpooledSegment>> {
+        self.settle_wait()?;
+        drop(self.aio.take());
         if self.frames == 0 {
             drop(self.file);
             fs::remove_file(&self.path)?;
@@ -271,6 +526,35 @@ fn set_direct(file: &File) -> bool {
         let flags = libc::fcntl(fd, libc::F_GETFL);
         flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) == 0
     }
+}
+
+/// Asynchronous writes for a direct file of `size` bytes, if the kernel offers them.
+fn async_writes(size: u64) -> Option<AsyncWrites> {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    match aio::Context::new() {
+        Ok(ctx) => Some(AsyncWrites { ctx, in_flight: None, allocated: size }),
+        Err(e) => {
+            SAID.call_once(|| tracing::warn!("Linux AIO unavailable ({e}): spool writes wait on a thread"));
+            None
+        }
+    }
+}
+
+/// Grows `file` from `size` to cover `end`, [`PREALLOCATE`] at a time (just to `end`
+/// where that much is not free); answers the new size. The new blocks read as zeros.
+fn preallocate(file: &File, size: u64, end: u64) -> io::Result<u64> {
+    let step = end.div_ceil(PREALLOCATE) * PREALLOCATE;
+    for target in [step, end] {
+        // SAFETY: fallocate on a descriptor we own, with integer arguments only.
+        if unsafe { libc::fallocate(file.as_raw_fd(), 0, size as libc::off_t, (target - size) as libc::off_t) } == 0 {
+            return Ok(target);
+        }
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ENOSPC) || target == end {
+            return Err(e);
+        }
+    }
+    unreachable!("the last target returns")
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -458,6 +742,86 @@ mod tests {
             let end = (f.offset + f.len) as usize;
             assert_eq!(data[end - payload.len()..end], payload[..]);
         }
+    }
+
+    /// The same fragments as [`write_fragments`], written asynchronously (as recorders
+    /// on the capture thread do), the last one left in flight. None where the file
+    /// system refuses `O_DIRECT`.
+    fn submit_fragments(dir: &Path) -> Option<(SegmentFile, Vec<Vec<Arc<Frame>>>)> {
+        let p = Arc::new(params());
+        let cam = CameraId::parse("room-1").unwrap();
+        let mut seg = SegmentFile::create(dir, &cam, 1_700_000_000_000_000, "run-1", &p).unwrap();
+        if !seg.is_direct() {
+            eprintln!("no O_DIRECT on this file system: asynchronous writes not tested");
+            return None;
+        }
+        assert!(seg.is_async(), "Linux AIO wherever O_DIRECT works");
+        let gops = [gop(3, 333, 1, &p), gop(50, 13_337, 2, &p), gop(200, 13_337, 3, &p), gop(7, 1_001, 4, &p)];
+        for g in &gops {
+            seg.settle_wait().unwrap();
+            assert!(seg.submit_fragment(g, &vec![3600; g.len()]).unwrap(), "written asynchronously");
+        }
+        Some((seg, gops.into()))
+    }
+
+    #[test]
+    fn asynchronous_writes_make_the_same_segment_as_synchronous_ones() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let Some((mut seg, gops)) = submit_fragments(a.path()) else { return };
+        seg.settle_wait().unwrap();
+        let on_disk = fs::metadata(&seg.path).unwrap().len();
+        assert!(on_disk >= PREALLOCATE && on_disk > seg.bytes(), "preallocated ahead of the footage: {on_disk} bytes");
+        let (sync, _) = write_fragments(b.path());
+        let x = seg.finish(1_700_000_060_000_000, 0).unwrap().expect("has frames");
+        let y = sync.finish(1_700_000_060_000_000, 0).unwrap().expect("has frames");
+        let data = fs::read(&x.path).unwrap();
+        assert_eq!(data, fs::read(&y.path).unwrap(), "byte for byte");
+        assert_eq!((x.row.bytes, x.row.frames), (data.len() as i64, frame_count(&gops)));
+        assert_eq!(x.row.sha256, hex::encode(Sha256::digest(&data)));
+    }
+
+    #[test]
+    fn a_crash_during_asynchronous_writes_leaves_zeros_which_recovery_cuts() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((seg, gops)) = submit_fragments(dir.path()) else { return };
+        let (len, path) = (seg.bytes(), seg.path.clone());
+        drop(seg); // killed with the last write in flight (the kernel still completes it)
+        let data = fs::read(&path).unwrap();
+        assert!(data.len() as u64 >= PREALLOCATE, "{} bytes on disk", data.len());
+        assert!(data[len as usize..].iter().all(|&b| b == 0), "preallocated blocks read as zeros");
+
+        let (segments, problems) = recover(dir.path()).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        let s = &segments[0];
+        assert_eq!((s.row.frames, s.row.bytes), (frame_count(&gops), len as i64));
+        let kept = fs::read(&s.path).unwrap();
+        assert_eq!(kept[..], data[..len as usize]);
+        assert_eq!(s.row.sha256, hex::encode(Sha256::digest(&kept)));
+    }
+
+    #[test]
+    fn a_failed_asynchronous_write_takes_its_fragment_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let Some((mut seg, gops)) = submit_fragments(dir.path()) else { return };
+        seg.settle_wait().unwrap();
+        let (len, frames) = (seg.bytes(), seg.frames);
+        let p = Arc::new(params());
+        let lost = gop(25, 20_000, 5, &p);
+        assert!(seg.submit_fragment(&lost, &vec![3600; lost.len()]).unwrap());
+        let e = seg.fail_in_flight(io::Error::from_raw_os_error(libc::EIO));
+        assert_eq!(e.raw_os_error(), Some(libc::EIO));
+        assert_eq!((seg.bytes(), seg.frames), (len, frames), "the fragment is taken back");
+        assert_eq!(fs::metadata(&seg.path).unwrap().len(), len, "and cut off the file");
+
+        // The next fragment follows the last good one; the segment stays whole.
+        let next = gop(10, 5_000, 6, &p);
+        assert!(seg.submit_fragment(&next, &vec![3600; next.len()]).unwrap());
+        let done = seg.finish(1_700_000_060_000_000, 0).unwrap().expect("has frames");
+        let data = fs::read(&done.path).unwrap();
+        let parsed = fmp4::parse(&data).unwrap();
+        assert_eq!(parsed.fragments.len(), gops.len() + 1);
+        assert_eq!((parsed.frames as i64, parsed.complete_len), (frame_count(&gops) + 10, data.len() as u64));
+        assert_eq!(done.row.sha256, hex::encode(Sha256::digest(&data)));
     }
 
     #[test]
