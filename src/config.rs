@@ -94,6 +94,9 @@ pub struct StorageConfig {
 pub struct RecordingConfig {
     /// Target segment length; segments are cut at the first keyframe at or after it.
     pub segment_duration: Duration,
+    /// A segment is also cut at the first keyframe once it holds this many bytes, so that
+    /// one upload stays far below S3's 5 GB single-PUT limit and its time is bounded.
+    pub segment_max_bytes: u64,
     /// Camera-clock drift from the server clock beyond which a recording run is re-anchored.
     pub max_drift: Duration,
     /// How long the capture thread lets frames gather in the sockets between batches while
@@ -443,6 +446,7 @@ struct RawStorage {
 #[serde(deny_unknown_fields)]
 struct RawRecording {
     segment_seconds: Option<u64>,
+    segment_max_mb: Option<u64>,
     max_drift_ms: Option<u64>,
     batch_ms: Option<u64>,
 }
@@ -536,6 +540,12 @@ struct RawDemo {
 /// enough that an evidence export or a playback seek touches little extra footage.
 /// Crash safety does not depend on it: the spool fsyncs every fragment (one GOP).
 pub const DEFAULT_SEGMENT_SECONDS: u64 = 60;
+
+/// Default cap on a segment's size: 256 MiB, which a minute of footage reaches only above
+/// ~35 Mbit/s, and an hour-long segment of a 4 Mbit/s camera after ~9 minutes. A segment
+/// is one PUT, memory-mapped from the spool, whose time limit grows with its size (see
+/// `storage::s3_put`); S3 refuses a single PUT above 5 GB.
+pub const DEFAULT_SEGMENT_MAX_MB: u64 = 256;
 
 /// Default capture batch: half a second. The capture thread's cost is mostly per
 /// wake-up, not per byte (per-thread counters, 60–90 s windows: one camera 6.6 CPU-s per
@@ -657,10 +667,14 @@ impl Config {
             },
         };
 
-        let rec = raw.recording.unwrap_or(RawRecording { segment_seconds: None, max_drift_ms: None, batch_ms: None });
+        let rec = raw.recording.unwrap_or(RawRecording { segment_seconds: None, segment_max_mb: None, max_drift_ms: None, batch_ms: None });
         let segment_seconds = rec.segment_seconds.unwrap_or(DEFAULT_SEGMENT_SECONDS);
         if !(2..=3600).contains(&segment_seconds) {
             return Err(err("recording.segment_seconds", format!("{segment_seconds} is outside 2..=3600")));
+        }
+        let segment_max_mb = rec.segment_max_mb.unwrap_or(DEFAULT_SEGMENT_MAX_MB);
+        if !(1..=4096).contains(&segment_max_mb) {
+            return Err(err("recording.segment_max_mb", format!("{segment_max_mb} is outside 1..=4096")));
         }
         let max_drift_ms = rec.max_drift_ms.unwrap_or(2000);
         if !(100..=600_000).contains(&max_drift_ms) {
@@ -672,6 +686,7 @@ impl Config {
         }
         let recording = RecordingConfig {
             segment_duration: Duration::from_secs(segment_seconds),
+            segment_max_bytes: segment_max_mb << 20,
             max_drift: Duration::from_millis(max_drift_ms),
             batch: Duration::from_millis(batch_ms),
         };
@@ -1097,6 +1112,10 @@ mod tests {
     fn segment_length_bounds() {
         let e = parse("[server]\n[recording]\nsegment_seconds = 1\n").unwrap_err();
         assert_eq!(e.key, "recording.segment_seconds");
+        assert_eq!(parse("[server]\n").unwrap().recording.segment_max_bytes, 256 << 20);
+        assert_eq!(parse("[server]\n[recording]\nsegment_max_mb = 64\n").unwrap().recording.segment_max_bytes, 64 << 20);
+        let e = parse("[server]\n[recording]\nsegment_max_mb = 5000\n").unwrap_err();
+        assert_eq!(e.key, "recording.segment_max_mb");
     }
 
     #[test]

@@ -345,18 +345,45 @@ async fn unreachable_camera_wrong_password_and_garbage_get_clear_errors_while_ot
     assert!(metrics.contains("cradle_camera_recording{camera=\"unplugged\"} 0"), "{metrics}");
 }
 
+/// A tmpfs refuses `O_DIRECT`, so its spool files take the buffered path (a write and an
+/// fdatasync per GOP on a spool thread); ext4, what a real spool disk is, takes the
+/// asynchronous direct path (preallocation, AIO writes): both must fill up the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_spool_disk_drops_new_footage_with_a_recorded_cause_and_keeps_everything_spooled() {
+    full_spool_disk(SpoolFs::Tmpfs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_ext4_spool_disk_drops_new_footage_with_a_recorded_cause_and_keeps_everything_spooled() {
+    full_spool_disk(SpoolFs::Ext4).await;
+}
+
+enum SpoolFs {
+    Tmpfs,
+    Ext4,
+}
+
+async fn full_spool_disk(fs: SpoolFs) {
     let tmp = tempfile::tempdir().unwrap();
-    // A real full disk: the spool on a 24 MiB tmpfs, storage down so nothing drains.
+    // A real full disk: the spool on a 24 MiB file system, storage down so nothing drains.
     let spool = tmp.path().join("spool");
     std::fs::create_dir_all(&spool).unwrap();
-    let st = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
-        .arg(&spool)
-        .status()
-        .unwrap();
-    assert!(st.success(), "mounting a tmpfs for the spool (tests run as root)");
+    let mount = |args: &[&str]| std::process::Command::new("mount").args(args).arg(&spool).status().unwrap();
+    let min_free_mb = match fs {
+        SpoolFs::Tmpfs => {
+            assert!(mount(&["-t", "tmpfs", "-o", "size=24m", "tmpfs"]).success(), "mounting a tmpfs (tests run as root)");
+            4
+        }
+        SpoolFs::Ext4 => {
+            let image = tmp.path().join("spool.ext4");
+            std::fs::File::create(&image).unwrap().set_len(24 << 20).unwrap();
+            let made = std::process::Command::new("mkfs.ext4").args(["-q", "-F", "-m", "0"]).arg(&image).status().unwrap();
+            assert!(made.success(), "mkfs.ext4 {}", image.display());
+            assert!(mount(&["-o", "loop", image.to_str().unwrap()]).success(), "mounting an ext4 image (tests run as root)");
+            // No reserve: the spool runs into ENOSPC itself, in a preallocation or a write.
+            0
+        }
+    };
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
         fn drop(&mut self) {
@@ -372,7 +399,7 @@ async fn full_spool_disk_drops_new_footage_with_a_recorded_cause_and_keeps_every
     let mut spec = ServerSpec::new(Backend::Sqlite, tmp.path()).await;
     spec.storage_toml = garage.storage_toml();
     spec.segment_seconds = 4;
-    spec.extra_toml = format!("[spool]\ndir = \"{}\"\nmin_free_mb = 4\n", spool.display());
+    spec.extra_toml = format!("[spool]\ndir = \"{}\"\nmin_free_mb = {min_free_mb}\n", spool.display());
     spec.cameras.push(CameraSpec::new("room-1", &format!("rtsp://127.0.0.1:{cam_port}/cam1")));
     let t_start = SystemTime::now();
     let server = spec.start().await;
@@ -381,6 +408,18 @@ async fn full_spool_disk_drops_new_footage_with_a_recorded_cause_and_keeps_every
         server.camera("room-1").await["frames_dropped"].as_u64().unwrap() > 50
     })
     .await;
+    if let SpoolFs::Ext4 = fs {
+        // No reserve, so the writes themselves failed (ENOSPC). Writes are not tried
+        // again at every keyframe (a failure, an event and an alarm flap each time) but
+        // after 10 s, then 20 s, ... or once uploads free space: in 30 s of a full disk,
+        // the first failure and at most two retries.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let log = server.log();
+        let failures = log.matches("spool write failed").count();
+        let resumed = log.matches("spool has room again").count();
+        assert_eq!(resumed, 0, "a retry that fails is no resumption (the alarm does not flap):\n{log}");
+        assert!((1..=3).contains(&failures), "{failures} failed spool writes in 30 s of a full disk:\n{log}");
+    }
     let spooled_before = server.status().await["spool"]["backlog_segments"].as_u64().unwrap();
     assert!(spooled_before >= 3);
 

@@ -46,6 +46,16 @@ use crate::time::WallUs;
 
 /// A presigned URL is used at once; this only bounds a clock skew or a slow upload start.
 const PRESIGN_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// The slowest a segment PUT may send before it counts as stalled: 2 Mbit/s.
+const SLOWEST_PUT_BYTES_PER_SEC: f64 = 256.0 * 1024.0;
+
+/// How long one PUT of `bytes` may take: the client's two minutes, plus the body at
+/// [`SLOWEST_PUT_BYTES_PER_SEC`]. A fixed limit would fail every upload of a large
+/// segment on a modest uplink, and the backlog would grow for ever.
+fn put_time_limit(bytes: usize) -> Duration {
+    Duration::from_secs(120) + Duration::from_secs_f64(bytes as f64 / SLOWEST_PUT_BYTES_PER_SEC)
+}
 const DAY_US: i64 = 86_400 * 1_000_000;
 
 pub(super) struct SegmentPut {
@@ -128,7 +138,7 @@ impl SegmentPut {
             opts = opts.with_signed_header(HeaderName::from_static(name), header_value(value)?);
         }
         let url = self.s3.signed_url_opts(Method::PUT, &self.path(key), PRESIGN_FOR, &opts).await?;
-        let mut req = self.http.put(url.as_str()).body(data);
+        let mut req = self.http.put(url.as_str()).timeout(put_time_limit(data.len())).body(data);
         for (name, value) in &headers {
             req = req.header(*name, value.as_str());
         }
@@ -239,6 +249,14 @@ mod tests {
         assert_eq!(retain_until(start, 90), "2027-02-16T11:06:40Z");
         assert_eq!(retain_until(start + 1, 90), "2027-02-16T11:06:41Z");
         assert_eq!(retain_until(start, 120), "2027-03-18T11:06:40Z");
+    }
+
+    #[test]
+    fn a_large_segment_gets_time_to_upload() {
+        assert_eq!(put_time_limit(0), Duration::from_secs(120));
+        // A minute of a 4 Mbit/s camera, and the largest default segment.
+        assert_eq!(put_time_limit(30 << 20).as_secs(), 120 + 120);
+        assert_eq!(put_time_limit(256 << 20).as_secs(), 120 + 1024);
     }
 
     #[test]
