@@ -388,10 +388,7 @@ impl Recorder {
         if !self.gop.is_empty() {
             self.flush_gop(None).await;
         }
-        if let Some(open) = &self.open {
-            let end_ts = open.start_ts + open.file.duration_90k() as i64;
-            self.close_segment(end_ts, None).await;
-        }
+        self.close_at_footage_end().await;
         self.no_segment_in_progress();
         self.run_id = None;
         self.next_start = None;
@@ -407,13 +404,7 @@ impl Recorder {
             if free < r.free.saturating_add(RETRY_FREED) && r.at.elapsed() < r.wait {
                 // A segment opened since the failure (the one after a failed last write)
                 // ends with its footage.
-                if let Some(open) = &self.open {
-                    let end_ts = open.start_ts + open.file.duration_90k() as i64;
-                    self.gop.clear();
-                    self.close_segment(end_ts, None).await;
-                    self.no_segment_in_progress();
-                    self.next_start = None;
-                }
+                self.stop_segment().await;
                 return false;
             }
             // Try again, still "full" (no `spool_ok`, the alarm stays) until this
@@ -427,16 +418,7 @@ impl Recorder {
                 self.hub.stats.spool_full_since_us.store(now_us(), Ordering::Relaxed);
                 let why = if over_cap { "spool backlog cap reached" } else { "spool disk below its free-space reserve" };
                 error!(camera = %self.hub.id(), free, "{why}: dropping new footage until space returns");
-                if let Some(open) = &self.open {
-                    let end_ts = open.start_ts + open.file.duration_90k() as i64;
-                    self.gop.clear();
-                    self.close_segment(end_ts, None).await;
-                }
-                if self.pending.take().is_some() {
-                    self.gop.clear();
-                }
-                self.no_segment_in_progress();
-                self.next_start = None;
+                self.stop_segment().await;
                 self.event("spool_full", &format!("{why} ({free} bytes free); new footage dropped")).await;
             }
             (false, Some(_)) => {
@@ -452,14 +434,25 @@ impl Recorder {
 
     async fn spool_failed(&mut self, e: std::io::Error) {
         self.note_spool_failure(e).await;
+        self.stop_segment().await;
+    }
+
+    /// Stops recording for now: the GOP being collected is dropped, the open segment ends
+    /// with its footage, and the next one starts on its own time.
+    async fn stop_segment(&mut self) {
         self.gop.clear();
         self.pending = None;
+        self.close_at_footage_end().await;
+        self.no_segment_in_progress();
+        self.next_start = None;
+    }
+
+    /// Closes the open segment where its written footage ends.
+    async fn close_at_footage_end(&mut self) {
         if let Some(open) = &self.open {
             let end_ts = open.start_ts + open.file.duration_90k() as i64;
             self.close_segment(end_ts, None).await;
         }
-        self.no_segment_in_progress();
-        self.next_start = None;
     }
 
     async fn note_spool_failure(&mut self, e: std::io::Error) {
