@@ -173,6 +173,11 @@ impl App {
         let uploader_task = tokio::spawn(uploader.run(recovered, done_rx));
 
         crate::capture::set_batch(config.recording.batch);
+        // A camera read every 2.5 s must look neither silent to the no-frames alarm nor
+        // jerky to the frame-rate windows: a quarter of either at most.
+        let watchdog = &config.watchdog;
+        let longest = (watchdog.no_frames / 4).min(watchdog.rate_window / 4).min(crate::capture::LONGEST_SLEEP);
+        crate::capture::set_longest_sleep(longest);
         let fleet = Fleet::start(
             &config.cameras,
             Starter {

@@ -2,14 +2,25 @@
 //! worker thread, apart from the HTTP API, live view and the other services.
 //!
 //! While nobody watches any camera live, that thread works in batches: before it would
-//! wait for more data it sleeps to the next tick of a grid (`[recording] batch_ms`,
-//! default 500 ms, see [`crate::config::DEFAULT_BATCH_MS`]), so it wakes twice a
-//! second for all cameras instead of once or more per arriving frame, each socket read
-//! takes a tick's worth of packets, and each recorder a tick's worth of frames. Waking up
-//! for every frame, and asking sockets that had just been emptied for more, were most of
-//! the CPU left after the disk writes; recording needs every frame, in order, not within
+//! wait for more data it sleeps to its next tick, so it wakes a few times a second for
+//! all cameras instead of once or more per arriving frame, each socket read takes a
+//! tick's worth of packets, and each recorder a tick's worth of frames. Waking up for
+//! every frame, and asking sockets that had just been emptied for more, were most of the
+//! CPU left after the disk writes; recording needs every frame, in order, not within
 //! half a second (the kernel's socket buffer holds them meanwhile, and TCP slows the
-//! camera should it ever fill). While anything needs frames as they
+//! camera should it ever fill).
+//!
+//! Ticks follow the cameras' keyframes. A GOP is written when the next keyframe has been
+//! read, so the footage a crash can lose is the GOP being collected plus whatever waits
+//! unread in the socket: the best moment to read a camera is just after its keyframe has
+//! arrived. Each camera whose GOP is regular says when that will be ([`WakeHint`], from
+//! `ingest`); the thread sleeps to the earliest such moment, but never less than
+//! `[recording] batch_ms` (default 500 ms, see [`crate::config::DEFAULT_BATCH_MS`]) after
+//! its last tick, nor more than [`set_longest_sleep`]'s limit (2.5 s by default). A
+//! camera without a hint (its GOP not yet known or irregular, or it is reconnecting)
+//! asks for every batch. So one camera with a 2 s GOP wakes the thread once per GOP, just
+//! after its keyframe, and loses at most that GOP and a few hundred milliseconds to a
+//! crash; many cameras wake it every batch, as before. While anything needs frames as they
 //! arrive — a live viewer, a camera session in its first seconds, whose arrival
 //! times anchor its wall clock, or a camera read over UDP, where nothing pushes back
 //! and a full socket buffer drops packets — it holds an [`Unbatched`] and the thread
@@ -31,15 +42,15 @@
 //! and every query on it, an API request's included, would wait for the next tick.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
 
 use crate::db::{self, Db, DbError, SegmentRow};
-use crate::time::WallUs;
+use crate::time::{now_us, WallUs};
 
 /// Grid on which the capture thread wakes while nobody watches live, in nanoseconds;
 /// 0: no batching. Set once at start from the configuration ([`set_batch`]).
@@ -53,6 +64,77 @@ pub fn set_batch(batch: Duration) {
 /// The batch length in force (zero: none).
 pub fn batch() -> Duration {
     Duration::from_nanos(BATCH_NS.load(Ordering::Relaxed))
+}
+
+/// The longest sleep between ticks by default: a 2 s GOP and its keyframe's margin,
+/// with room for the GOP's jitter.
+pub const LONGEST_SLEEP: Duration = Duration::from_millis(2_500);
+
+/// The longest sleep between ticks, in nanoseconds (see [`set_longest_sleep`]).
+static LONGEST_NS: AtomicU64 = AtomicU64::new(LONGEST_SLEEP.as_nanos() as u64);
+
+/// The deadline of the last tick the thread slept to, in µs since the Unix epoch (0:
+/// none yet).
+static LAST_TICK_US: AtomicI64 = AtomicI64::new(0);
+
+/// When the witness's timer is due (µs since the Unix epoch): no tick before it, or the
+/// thread would wake to a driver poll that does not fire it (see [`witness_driver_polls`]).
+static WITNESS_DUE_US: AtomicI64 = AtomicI64::new(0);
+
+/// Sets the longest sleep between ticks: what a camera's [`WakeHint`] may ask for at
+/// most. The watchdog's no-frames alarm must not see a camera as silent because it has
+/// not been read for a while, so the server sets it well below that threshold.
+pub fn set_longest_sleep(longest: Duration) {
+    LONGEST_NS.store(longest.as_nanos() as u64, Ordering::Relaxed);
+}
+
+/// The longest a frame may wait in its socket before it is read: the longest sleep, or
+/// the batch if longer; zero without batching.
+pub fn longest_wait() -> Duration {
+    let batch = BATCH_NS.load(Ordering::Relaxed);
+    if batch == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(batch.max(LONGEST_NS.load(Ordering::Relaxed)))
+}
+
+/// When each camera next needs its socket read, in µs since the Unix epoch; 0: at every
+/// tick. One slot per [`WakeHint`].
+static HINTS: Mutex<Vec<Arc<AtomicI64>>> = Mutex::new(Vec::new());
+
+/// One camera's say in when the capture thread next wakes: from its creation, and after
+/// [`WakeHint::every_tick`], at every batch tick; after [`WakeHint::next_at`], not before
+/// that moment on its account (other cameras', and the batch's limits, still apply).
+pub struct WakeHint(Arc<AtomicI64>);
+
+impl WakeHint {
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> Self {
+        let slot = Arc::new(AtomicI64::new(0));
+        HINTS.lock().unwrap_or_else(|e| e.into_inner()).push(slot.clone());
+        WakeHint(slot)
+    }
+
+    /// This camera needs reading next at `at` (µs since the Unix epoch).
+    pub fn next_at(&self, at: WallUs) {
+        self.0.store(at.max(1), Ordering::Relaxed);
+    }
+
+    /// This camera needs reading at every batch tick.
+    pub fn every_tick(&self) {
+        self.0.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Drop for WakeHint {
+    fn drop(&mut self) {
+        HINTS.lock().unwrap_or_else(|e| e.into_inner()).retain(|h| !Arc::ptr_eq(h, &self.0));
+    }
+}
+
+/// The earliest moment any camera needs reading (None: no camera said).
+fn earliest_hint() -> Option<WallUs> {
+    HINTS.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|h| h.load(Ordering::Relaxed)).min()
 }
 
 /// `Unbatched` guards alive.
@@ -96,6 +178,12 @@ impl Drop for Unbatched {
     fn drop(&mut self) {
         UNBATCHED.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// The deadline of the last tick the capture thread slept to (µs since the Unix epoch;
+/// 0: none yet).
+pub fn last_tick_us() -> WallUs {
+    LAST_TICK_US.load(Ordering::Acquire)
 }
 
 /// Ticks the capture thread has slept to so far (it stays put while batching is off):
@@ -160,23 +248,52 @@ fn runtime() -> &'static Runtime {
 }
 
 /// Proof that the capture runtime's driver was polled after a sleep (see the module
-/// comment): a timer due [`WITNESS_LEAD`] before each tick fires only in a driver poll,
-/// the same poll that takes the sockets' readiness. Without batching (or while an
-/// [`Unbatched`] exists) it still ticks, harmlessly: the thread does not sleep then.
+/// comment): a timer due [`WITNESS_LEAD`] before the earliest next tick fires only in a
+/// driver poll, the same poll that takes the sockets' readiness. Without batching (or
+/// while an [`Unbatched`] exists) it still ticks, harmlessly: the thread does not sleep
+/// then.
 async fn witness_driver_polls() {
     loop {
         let tick = BATCH_NS.load(Ordering::Relaxed);
         let tick = if tick == 0 { 1_000_000_000 } else { tick };
-        let to_tick = until_next_tick(std::time::SystemTime::now(), tick);
-        // Just after a tick (the usual case: this runs in the poll that follows one), aim
-        // at the next one, not at the few milliseconds left before this one.
-        let to_tick = if to_tick <= WITNESS_LEAD { to_tick + Duration::from_nanos(tick) } else { to_tick };
-        tokio::time::sleep(to_tick - WITNESS_LEAD).await;
+        // Normally this runs in the poll that follows a tick, and the next tick is a
+        // batch after it at the earliest; else (late, or not sleeping) the grid's next.
+        let now = now_us();
+        let lead = WITNESS_LEAD.as_micros() as i64;
+        let mut next = LAST_TICK_US.load(Ordering::Acquire) + (tick / 1_000) as i64;
+        if next <= now + lead {
+            next = now + grid_tick_after(now, tick);
+        }
+        WITNESS_DUE_US.store(next - lead, Ordering::Release);
+        tokio::time::sleep(Duration::from_micros((next - lead - now) as u64)).await;
         POLLED.store(SLEEPS.load(Ordering::Acquire), Ordering::Release);
     }
 }
 
-/// Before the capture thread parks: waits for the next tick of the batch grid, unless
+/// µs from `now` to the next tick of the batch grid on the wall clock, at least
+/// [`WITNESS_LEAD`] away.
+fn grid_tick_after(now: WallUs, tick_ns: u64) -> i64 {
+    let at = std::time::UNIX_EPOCH + Duration::from_micros(now.max(0) as u64);
+    let to_tick = until_next_tick(at, tick_ns);
+    let to_tick = if to_tick <= WITNESS_LEAD { to_tick + Duration::from_nanos(tick_ns) } else { to_tick };
+    to_tick.as_micros() as i64
+}
+
+/// When the next tick is, at `now`: a batch after the last at the earliest (and not
+/// before the witness's timer, `witness_due`), the grid's next tick if that is past,
+/// then as late as the earliest camera's hint allows, up to the longest sleep after the
+/// last tick.
+fn next_tick(now: WallUs, last: WallUs, witness_due: WallUs, hint: Option<WallUs>, batch_ns: u64, longest_ns: u64) -> WallUs {
+    let lead = WITNESS_LEAD.as_micros() as i64;
+    let mut floor = (last + (batch_ns / 1_000) as i64).max(witness_due + lead);
+    if floor <= now {
+        floor = now + grid_tick_after(now, batch_ns);
+    }
+    let ceiling = (last + (longest_ns / 1_000) as i64).max(floor);
+    hint.unwrap_or(0).clamp(floor, ceiling)
+}
+
+/// Before the capture thread parks: waits for its next tick ([`next_tick`]), unless
 /// batching is off, an [`Unbatched`] exists (or appears meanwhile), or the driver has
 /// not been polled since the last wait (the park then polls it).
 fn wait_for_tick() {
@@ -187,13 +304,23 @@ fn wait_for_tick() {
     if POLLED.load(Ordering::Acquire) < SLEEPS.load(Ordering::Relaxed) {
         return;
     }
-    let deadline = std::time::Instant::now() + until_next_tick(std::time::SystemTime::now(), tick);
+    let now = now_us();
+    let at = next_tick(
+        now,
+        LAST_TICK_US.load(Ordering::Acquire),
+        WITNESS_DUE_US.load(Ordering::Acquire),
+        earliest_hint(),
+        tick,
+        LONGEST_NS.load(Ordering::Relaxed).max(tick),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_micros((at - now).max(0) as u64);
     let mut held = WAKE.0.lock().unwrap_or_else(|e| e.into_inner());
     while UNBATCHED.load(Ordering::Relaxed) == 0 && !HURRY.swap(false, Ordering::AcqRel) {
         let now = std::time::Instant::now();
         if now >= deadline {
             // A tick: the driver must poll the sockets before the next sleep. (A wait
             // cut short needs no poll: the sockets can wait for the tick.)
+            LAST_TICK_US.store(at, Ordering::Release);
             SLEEPS.fetch_add(1, Ordering::AcqRel);
             break;
         }
@@ -263,6 +390,42 @@ mod tests {
         assert_eq!(until_next_tick(at(1_001), tick), Duration::from_millis(249));
         assert_eq!(until_next_tick(at(1_249), tick), Duration::from_millis(1));
         assert_eq!(until_next_tick(at(1_250), tick), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn ticks_follow_the_earliest_hint_within_the_batch_and_the_longest_sleep() {
+        const S: i64 = 1_000_000;
+        let (batch, longest) = (500_000_000, 2_500_000_000);
+        // 10.2 s past the epoch, the last tick at 10.1 s, the witness due before 10.6 s.
+        let (now, last, witness) = (10 * S + 200_000, 10 * S + 100_000, 10 * S + 597_000);
+        let next = |hint| next_tick(now, last, witness, hint, batch, longest);
+        assert_eq!(next(None), 10 * S + 600_000, "no camera said: a batch after the last");
+        assert_eq!(next(Some(0)), 10 * S + 600_000, "a camera wants every tick");
+        assert_eq!(next(Some(11 * S + 900_000)), 11 * S + 900_000, "just after a keyframe");
+        assert_eq!(next(Some(10 * S + 300_000)), 10 * S + 600_000, "never less than a batch apart");
+        assert_eq!(next(Some(20 * S)), 12 * S + 600_000, "never more than the longest sleep");
+        // The witness's timer due later than a batch after the last tick: not before it.
+        assert_eq!(next_tick(now, last, 10 * S + 797_000, None, batch, longest), 10 * S + 800_000);
+        // Late (the last tick more than a batch ago, or none yet): the grid's next tick.
+        assert_eq!(next_tick(now, 9 * S, 0, Some(0), batch, longest), 10 * S + 500_000);
+        assert_eq!(next_tick(now, 9 * S, 0, Some(20 * S), batch, longest), 11 * S + 500_000);
+        assert_eq!(next_tick(now, 0, 0, None, batch, longest), 10 * S + 500_000);
+    }
+
+    #[test]
+    fn a_wake_hint_counts_until_dropped() {
+        let early = WakeHint::new();
+        early.next_at(5);
+        let late = WakeHint::new();
+        late.next_at(7);
+        // (Other tests' cameras may hold hints too.)
+        assert!(earliest_hint().is_some_and(|h| h <= 5));
+        let slot = early.0.clone();
+        assert_eq!(Arc::strong_count(&slot), 3, "the hint, the registry and this test");
+        drop(early);
+        assert_eq!(Arc::strong_count(&slot), 1, "still registered after the hint was dropped");
+        late.every_tick();
+        assert_eq!(earliest_hint(), Some(0), "a camera that wants every tick");
     }
 
     #[test]

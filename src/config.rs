@@ -99,8 +99,9 @@ pub struct RecordingConfig {
     pub segment_max_bytes: u64,
     /// Camera-clock drift from the server clock beyond which a recording run is re-anchored.
     pub max_drift: Duration,
-    /// How long the capture thread lets frames gather in the sockets between batches while
-    /// nobody watches live (see `capture`); zero handles every frame as it comes.
+    /// How long the capture thread lets frames gather in the sockets between batches at
+    /// least while nobody watches live (see `capture`); zero handles every frame as it
+    /// comes.
     pub batch: Duration,
 }
 
@@ -547,16 +548,17 @@ pub const DEFAULT_SEGMENT_SECONDS: u64 = 60;
 /// `storage::s3_put`); S3 refuses a single PUT above 5 GB.
 pub const DEFAULT_SEGMENT_MAX_MB: u64 = 256;
 
-/// Default capture batch: half a second. The capture thread's cost is mostly per
-/// wake-up, not per byte (per-thread counters, 60–90 s windows: one camera 6.6 CPU-s per
-/// hour at 250 ms, 5.5 at 500, 4.7 at 1000; ten cameras 3.5, 3.2, 3.2 per camera). What
-/// a batch costs: a crash also loses what sits unread in the socket, up to a batch,
-/// besides the GOP being collected (at most 2.5 s instead of 2.25 s with 250 ms, next
-/// to the seconds a restart and reconnect take anyway); and a camera whose batch
+/// Default capture batch: half a second, the shortest sleep of the capture thread (it
+/// sleeps longer to wake just after a camera's next keyframe, see [`crate::capture`]).
+/// The capture thread's cost is mostly per wake-up, not per byte (per-thread counters,
+/// 60–90 s windows: one camera 6.6 CPU-s per hour at 250 ms, 5.5 at 500, 4.7 at 1000;
+/// ten cameras 3.5, 3.2, 3.2 per camera). What a shorter sleep buys: with many cameras
+/// (whose keyframes come at any moment) a crash loses less of what sits unread in the
+/// socket, up to a batch besides the GOP being collected; and a camera whose tick
 /// outgrows the socket's receive window (~64–128 KB at first, a quarter second of
-/// 4 Mbit/s) is held back by TCP for the first ticks of a session, until Linux has grown
-/// the window to what the reader takes per read — which 1000 ms would stretch. Live
-/// view is unaffected: a viewer turns batching off while it watches.
+/// 4 Mbit/s) is held back by TCP for fewer ticks of a session, until Linux has grown the
+/// window to what the reader takes per read. Live view is unaffected: a viewer turns
+/// batching off while it watches.
 pub const DEFAULT_BATCH_MS: u64 = 500;
 
 impl Config {

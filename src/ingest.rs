@@ -23,11 +23,11 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::capture::{self, MainDb, Unbatched};
+use crate::capture::{self, MainDb, Unbatched, WakeHint};
 use crate::config::RtspTransport;
 use crate::db::Db;
 use crate::hub::{CameraHub, CameraState, Frame, RecorderMsg, RecorderTx, StreamParams};
-use crate::time::{now_us, WallUs};
+use crate::time::{now_us, ticks_to_us, WallUs};
 
 /// Limit for each RTSP request (DESCRIBE, SETUP, PLAY).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,14 +60,17 @@ async fn run_camera(hub: Arc<CameraHub>, tx: RecorderTx, db: Option<MainDb>, shu
     let mut backoff = BACKOFF_MIN;
     let mut last_error: Option<String> = None;
     let mut attempt: u64 = 0;
+    let hint = WakeHint::new();
     loop {
         hub.set_state(CameraState::Connecting);
         attempt += 1;
         let run_id = format!("{}-{}", now_us(), attempt);
         let end = tokio::select! {
-            end = session(&hub, &tx, db.as_ref(), &group, &run_id) => end,
+            end = session(&hub, &tx, db.as_ref(), &group, &run_id, &hint) => end,
             _ = shutdown.cancelled() => SessionEnd::Shutdown,
         };
+        // Reconnecting: its timers need the ticks.
+        hint.every_tick();
         match end {
             SessionEnd::Shutdown => {
                 let _ = tx.send(RecorderMsg::RunEnded { cause: "server stopping".into() }).await;
@@ -163,7 +166,7 @@ impl ArrivalClock {
     fn arrival(&mut self, now: WallUs, ts_us: i64) -> WallUs {
         let offset = now - ts_us;
         let floor = match self.risen_floor(now) {
-            Some(risen) if offset > risen + Self::JUMP_US + capture::batch().as_micros() as i64 => offset,
+            Some(risen) if offset > risen + Self::JUMP_US + capture::longest_wait().as_micros() as i64 => offset,
             Some(risen) => offset.min(risen),
             None => offset,
         };
@@ -179,6 +182,83 @@ impl ArrivalClock {
 
     fn risen_floor(&self, now: WallUs) -> Option<i64> {
         self.floor.map(|(floor, at)| floor + (now - at).max(0) * Self::RISE_PER_MILLION / 1_000_000)
+    }
+}
+
+/// Paces the capture thread's ticks to one camera's keyframes (see [`crate::capture`]):
+/// once its GOP is regular, the camera next needs reading just after its next keyframe
+/// has arrived — its last keyframe's arrival, plus a GOP, plus [`KEY_MARGIN_US`] for the
+/// keyframe's transfer and the camera's jitter. A camera whose keyframes keep coming
+/// later than that (or whose GOP changes, or is larger than [`MAX_PACED_GOP_BYTES`])
+/// is read at every batch tick instead.
+#[derive(Default)]
+struct KeyframePace {
+    last_key_ts: Option<i64>,
+    /// RTP ticks between the last two keyframes.
+    gop: Option<i64>,
+    /// Bytes of the frames since the last keyframe.
+    gop_bytes: usize,
+    /// When the next keyframe should have arrived, and the capture tick that first came
+    /// after that (while it has not come yet: None).
+    expected: Option<(WallUs, Option<u64>)>,
+    /// Keyframes in a row not read in the tick meant for them.
+    misses: u32,
+    /// Keyframes left before this camera's ticks are paced again, after repeated misses.
+    resting: u32,
+}
+
+/// Time after a keyframe's expected arrival (its first packet's, as dated by
+/// [`ArrivalClock`]) at which the camera is read: the rest of the keyframe (a few
+/// hundred KB, tens of milliseconds at a camera's upload rate) and the encoder's jitter.
+const KEY_MARGIN_US: i64 = 150_000;
+/// A GOP larger than this is not paced: the socket would hold it all (a 2 s GOP of a
+/// camera above 8 Mbit/s), and Linux grows a TCP receive window only so fast.
+const MAX_PACED_GOP_BYTES: usize = 2 << 20;
+const MISSES_BEFORE_REST: u32 = 3;
+const REST_KEYFRAMES: u32 = 30;
+
+impl KeyframePace {
+    /// At a keyframe with RTP time `ts`, dated `arrival`, read in capture tick number
+    /// `tick` (before [`Self::frame`] for it): when this camera next needs reading (None:
+    /// at every tick).
+    fn keyframe(&mut self, ts: i64, arrival: WallUs, tick: u64) -> Option<WallUs> {
+        if let Some((_, first_tick)) = self.expected.take() {
+            match first_tick {
+                Some(first) if first != tick => self.misses += 1,
+                _ => self.misses = 0,
+            }
+            if self.misses >= MISSES_BEFORE_REST {
+                self.misses = 0;
+                self.resting = REST_KEYFRAMES;
+                info!(keyframes = REST_KEYFRAMES, "keyframes keep coming later than expected; reading this camera at every batch for a while");
+            }
+        }
+        let gop = self.last_key_ts.map(|last| ts - last).filter(|g| *g > 0);
+        let regular = matches!((gop, self.gop), (Some(g), Some(p)) if (g - p).abs() <= p / 8);
+        let bytes = std::mem::take(&mut self.gop_bytes);
+        self.last_key_ts = Some(ts);
+        self.gop = gop;
+        if self.resting > 0 {
+            self.resting -= 1;
+            return None;
+        }
+        if !regular || bytes > MAX_PACED_GOP_BYTES {
+            return None;
+        }
+        let at = arrival + ticks_to_us(gop?) + KEY_MARGIN_US;
+        self.expected = Some((at, None));
+        Some(at)
+    }
+
+    /// Every frame, of `bytes`, read in capture tick number `tick`, which the thread
+    /// slept to `tick_at`.
+    fn frame(&mut self, bytes: usize, tick: u64, tick_at: WallUs) {
+        self.gop_bytes += bytes;
+        if let Some((at, first_tick @ None)) = &mut self.expected {
+            if tick_at >= *at {
+                *first_tick = Some(tick);
+            }
+        }
     }
 }
 
@@ -321,7 +401,14 @@ pub async fn probe(cfg: &crate::config::CameraConfig, within: Duration) -> Resul
     }
 }
 
-async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&MainDb>, group: &Arc<SessionGroup>, run_id: &str) -> SessionEnd {
+async fn session(
+    hub: &CameraHub,
+    tx: &RecorderTx,
+    db: Option<&MainDb>,
+    group: &Arc<SessionGroup>,
+    run_id: &str,
+    hint: &WakeHint,
+) -> SessionEnd {
     let failed = |error: String| SessionEnd::Failed { error, delivered: false };
     let Playing { mut demuxed, stream_i, warming } = match connect(&hub.config, Some(group.clone())).await {
         Ok(p) => p,
@@ -338,6 +425,7 @@ async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&MainDb>, group: &
     let mut delivered = false;
     let mut arrivals = ArrivalClock::default();
     let mut reports = ArrivalClock::default();
+    let mut pace = KeyframePace::default();
     // The session is given up after FRAME_TIMEOUT without a video frame: RTCP and other
     // streams do not count (a camera whose encoder hung may go on sending sender
     // reports). One timer, moved only when it fires, not one per item.
@@ -391,10 +479,20 @@ async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&MainDb>, group: &
             warming = None;
         }
         let ts_90k = f.timestamp().elapsed();
+        let arrival_us = arrivals.arrival(now_us(), ticks_to_us(ts_90k));
+        let is_key = f.is_random_access_point();
+        let tick = capture::ticks();
+        if is_key {
+            match pace.keyframe(ts_90k, arrival_us, tick) {
+                Some(at) => hint.next_at(at),
+                None => hint.every_tick(),
+            }
+        }
+        pace.frame(f.data().len(), tick, capture::last_tick_us());
         let frame = Arc::new(Frame {
             ts_90k,
-            arrival_us: arrivals.arrival(now_us(), crate::time::ticks_to_us(ts_90k)),
-            is_key: f.is_random_access_point(),
+            arrival_us,
+            is_key,
             params: params.clone().expect("set above"),
             data: Bytes::from(f.into_data()),
         });
@@ -418,7 +516,82 @@ async fn session(hub: &CameraHub, tx: &RecorderTx, db: Option<&MainDb>, group: &
 
 #[cfg(test)]
 mod tests {
-    use super::ArrivalClock;
+    use super::{ArrivalClock, KeyframePace, KEY_MARGIN_US, MISSES_BEFORE_REST, REST_KEYFRAMES};
+
+    const GOP: i64 = 180_000; // 2 s at 90 kHz: 50 frames at 25 fps
+    const S: i64 = 1_000_000;
+
+    /// Feeds a GOP's 49 frames after its keyframe, read in `tick` slept to `tick_at`.
+    fn rest_of_gop(pace: &mut KeyframePace, tick: u64, tick_at: i64) {
+        for _ in 1..50 {
+            pace.frame(20_000, tick, tick_at);
+        }
+    }
+
+    #[test]
+    fn a_regular_gop_paces_the_reads_to_just_after_each_keyframe() {
+        let mut pace = KeyframePace::default();
+        // The first two keyframes: no GOP yet, then one GOP measured: every tick.
+        assert_eq!(pace.keyframe(0, 10 * S, 1), None);
+        pace.frame(150_000, 1, 0);
+        rest_of_gop(&mut pace, 1, 0);
+        assert_eq!(pace.keyframe(GOP, 12 * S, 2), None);
+        pace.frame(150_000, 2, 0);
+        rest_of_gop(&mut pace, 2, 0);
+        // Two equal GOPs: read next just after the next keyframe arrives.
+        let mut tick = 3;
+        let next = pace.keyframe(2 * GOP, 14 * S, tick);
+        assert_eq!(next, Some(16 * S + KEY_MARGIN_US));
+        // Read at the tick meant for it (frames before it in the same tick): on pace.
+        for k in 3..30u64 {
+            let at = (k as i64 + 5) * 2 * S + KEY_MARGIN_US;
+            pace.frame(150_000, tick, at - 2 * S);
+            tick += 1;
+            rest_of_gop(&mut pace, tick, at);
+            assert_eq!(pace.keyframe(k as i64 * GOP, at - KEY_MARGIN_US, tick), Some(at + 2 * S), "keyframe {k}");
+        }
+        assert_eq!(pace.misses, 0);
+        // A keyframe a second early (a new GOP length): every tick until it is regular again.
+        assert_eq!(pace.keyframe(30 * GOP - GOP / 2, 70 * S, tick), None);
+    }
+
+    #[test]
+    fn keyframes_that_keep_missing_their_tick_rest_the_pacing() {
+        let mut pace = KeyframePace::default();
+        let mut tick = 1;
+        for k in 0..3 {
+            pace.keyframe(k * GOP, 10 * S + 2 * k * S, tick);
+            tick += 1;
+        }
+        // Each keyframe is read a tick after the one meant for it (dated on time: it
+        // arrived on time, and waited).
+        let last_miss = 2 + MISSES_BEFORE_REST as i64;
+        for k in 3..=last_miss {
+            let meant = 10 * S + 2 * k * S + KEY_MARGIN_US;
+            rest_of_gop(&mut pace, tick, meant);
+            tick += 1;
+            let hint = pace.keyframe(k * GOP, 10 * S + 2 * k * S, tick);
+            assert_eq!(hint.is_some(), k < last_miss, "keyframe {k}");
+        }
+        // That one and the next REST_KEYFRAMES - 1: every tick; then paced again.
+        for k in last_miss + 1..last_miss + REST_KEYFRAMES as i64 {
+            assert_eq!(pace.keyframe(k * GOP, 10 * S + 2 * k * S, tick), None, "resting at keyframe {k}");
+        }
+        let k = last_miss + REST_KEYFRAMES as i64;
+        assert_eq!(pace.keyframe(k * GOP, 10 * S + 2 * k * S, tick), Some(12 * S + 2 * k * S + KEY_MARGIN_US));
+    }
+
+    #[test]
+    fn a_gop_too_large_for_the_socket_is_read_every_tick() {
+        let mut pace = KeyframePace::default();
+        for k in 0..4 {
+            let hint = pace.keyframe(k * GOP, 10 * S + 2 * k * S, 1);
+            assert_eq!(hint, None, "keyframe {k}: a 2.5 MB GOP (10 Mbit/s)");
+            for _ in 0..50 {
+                pace.frame(50_000, 1, 0);
+            }
+        }
+    }
 
     #[test]
     fn arrivals_lose_the_batch_delay() {

@@ -491,13 +491,72 @@ fn room_1_metric(metrics: &str, name: &str) -> f64 {
         .unwrap()
 }
 
-/// With one-second batches the capture thread still reads every camera every second,
-/// segment ends included. It used to skip the sockets for a whole tick each time a spool
-/// write or a database call finished while it slept, and a segment end is a chain of
-/// those: a camera went unread for seconds, its socket buffer grew to megabytes and the
-/// camera's schedule fell behind.
+/// One camera with a regular GOP (camsim's: 2 s) wakes the capture thread once per GOP,
+/// just after each keyframe, instead of every 500 ms batch (see crate::capture): a
+/// quarter of the wake-ups, and a crash loses the GOP being collected and no more than
+/// 150 ms besides. Nothing is lost to the longer sleeps, across segment ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_second_batches_read_every_camera_every_second_across_segment_ends() {
+async fn one_camera_is_read_once_per_gop_just_after_its_keyframe() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cam_port = free_port();
+    let _camsim = camsim(cam_port, 1).await;
+    let mut spec = ServerSpec::new(Backend::Sqlite, tmp.path()).await;
+    spec.segment_seconds = 4;
+    spec.cameras.push(CameraSpec::new("room-1", &format!("rtsp://127.0.0.1:{cam_port}/cam1")));
+    let server = spec.start().await;
+    server.wait_recording("room-1", Duration::from_secs(20)).await;
+    // Past the session's first seconds (read as they come) and two GOPs to learn the GOP.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let metric = |m: &str, name: &str| -> f64 {
+        m.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).unwrap_or_else(|| panic!("no {name} in\n{m}")).trim().parse().unwrap()
+    };
+    let m0 = server.get_text("/metrics").await;
+    let start = Instant::now();
+    let mut ages = String::new();
+    let mut oldest = 0.0f64;
+    while start.elapsed() < Duration::from_secs(20) {
+        let m = server.get_text("/metrics").await;
+        let newest = room_1_metric(&m, "cradle_camera_last_frame_timestamp_seconds");
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64();
+        oldest = oldest.max(now - newest);
+        ages += &format!(" {:.2}", now - newest);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let m1 = server.get_text("/metrics").await;
+    let window = start.elapsed().as_secs_f64();
+    let ticks = metric(&m1, "cradle_capture_ticks_total") - metric(&m0, "cradle_capture_ticks_total");
+    let frames = room_1_metric(&m1, "cradle_camera_frames_total") - room_1_metric(&m0, "cradle_camera_frames_total");
+    let dropped = room_1_metric(&m1, "cradle_camera_frames_dropped_total");
+    // One tick per 2 s GOP (a 500 ms grid would be 40 in 20 s); a missed keyframe adds one.
+    assert!(
+        (window / 2.0 - 1.0..=window / 2.0 + 3.0).contains(&ticks),
+        "{ticks} ticks in {window:.1} s with one camera and a 2 s GOP (once per GOP: {:.0}); ages of the newest frame read:{ages}\n{}",
+        window / 2.0,
+        server.log()
+    );
+    // Read just after each keyframe: the newest frame is never much over a GOP old.
+    assert!(oldest < 2.6, "the newest frame read was {oldest:.2} s old at worst; ages:{ages}");
+    assert!(frames / window > 24.0, "{:.1} frames per second read from a 25 fps camera", frames / window);
+    assert_eq!(dropped, 0.0, "frames dropped");
+    let segments = server.recordings("room-1", &rfc3339(SystemTime::now() - Duration::from_secs(20)), &now_rfc3339()).await;
+    let segments = segments["segments"].as_array().unwrap().clone();
+    assert!(segments.len() >= 4, "{segments:#?}");
+    for w in segments.windows(2) {
+        let hole = secs(&w[1]["start"]) - secs(&w[0]["end"]);
+        assert!(hole.abs() < 0.25, "hole of {hole} s between {} and {}", w[0]["key"], w[1]["key"]);
+    }
+}
+
+/// With one-second batches the capture thread still reads every camera at every tick it
+/// sleeps to, segment ends included: with one camera, just after each keyframe (camsim's
+/// GOP is 2 s; see crate::capture), so the newest frame read is never much more than a
+/// GOP old. It used to skip the sockets for a whole tick each time a spool write or a
+/// database call finished while it slept, and a segment end is a chain of those: a
+/// camera went unread for seconds, its socket buffer grew to megabytes and the camera's
+/// schedule fell behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_second_batches_read_every_camera_at_every_tick_across_segment_ends() {
     let tmp = tempfile::tempdir().unwrap();
     let cam_port = free_port();
     let _camsim = camsim(cam_port, 1).await;
@@ -525,8 +584,9 @@ async fn one_second_batches_read_every_camera_every_second_across_segment_ends()
     let frames = room_1_metric(&server.get_text("/metrics").await, "cradle_camera_frames_total") - frames_at_start;
     let fps = frames / start.elapsed().as_secs_f64();
     assert!(
-        oldest < 2.5,
-        "the newest frame read was {oldest:.1} s old at worst, with 1 s batches (should be about 1 s); \
+        oldest < 2.6,
+        "the newest frame read was {oldest:.1} s old at worst, with 1 s batches and a 2 s GOP (should be \
+         about 2 s); \
          time into the window: age of the newest frame{samples}\n{}",
         server.log()
     );

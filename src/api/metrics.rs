@@ -61,7 +61,7 @@ pub async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse> {
         let _ = writeln!(out, "cradle_camera_spool_backlog_bytes{{camera=\"{}\"}} {b}", h.id());
     }
     let s = &app.spool;
-    let global: [(&str, &str, &str, f64); 7] = [
+    let global: [(&str, &str, &str, f64); 8] = [
         ("cradle_spool_backlog_segments", "gauge", "Segments in the spool waiting for upload.", s.segments() as f64),
         ("cradle_spool_backlog_bytes", "gauge", "Bytes in the spool waiting for upload.", s.bytes() as f64),
         ("cradle_uploaded_segments_total", "counter", "Segments stored.", s.uploaded_segments.load(Ordering::Relaxed) as f64),
@@ -69,6 +69,7 @@ pub async fn metrics(State(app): State<AppState>) -> Result<impl IntoResponse> {
         ("cradle_upload_failures_total", "counter", "Failed upload attempts (each retried).", s.upload_failures.load(Ordering::Relaxed) as f64),
         ("cradle_upload_latency_seconds_sum", "counter", "Total time spent in successful uploads.", s.upload_latency_us_sum.load(Ordering::Relaxed) as f64 / 1e6),
         ("cradle_upload_latency_seconds_count", "counter", "Successful uploads timed.", s.upload_latency_count.load(Ordering::Relaxed) as f64),
+        ("cradle_capture_ticks_total", "counter", "Ticks the capture thread slept to (its wake-ups while nobody watches live).", crate::capture::ticks() as f64),
     ];
     for (name, kind, help, v) in global {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
