@@ -19,8 +19,8 @@
 //! its last tick, nor more than [`set_longest_sleep`]'s limit (2.5 s by default). A
 //! camera without a hint (its GOP not yet known or irregular, or it is reconnecting)
 //! asks for every batch. So one camera with a 2 s GOP wakes the thread once per GOP, just
-//! after its keyframe, and loses at most that GOP and a few hundred milliseconds to a
-//! crash; many cameras wake it every batch, as before. While anything needs frames as they
+//! after its keyframe, and loses at most that GOP and ~150 ms to a crash; many cameras
+//! wake it every batch, as before. While anything needs frames as they
 //! arrive — a live viewer, a camera session in its first seconds, whose arrival
 //! times anchor its wall clock, or a camera read over UDP, where nothing pushes back
 //! and a full socket buffer drops packets — it holds an [`Unbatched`] and the thread
@@ -52,8 +52,9 @@ use tokio::task::JoinHandle;
 use crate::db::{self, Db, DbError, SegmentRow};
 use crate::time::{now_us, WallUs};
 
-/// Grid on which the capture thread wakes while nobody watches live, in nanoseconds;
-/// 0: no batching. Set once at start from the configuration ([`set_batch`]).
+/// The capture thread's shortest sleep between ticks while nobody watches live (and the
+/// grid it falls back to when late), in nanoseconds; 0: no batching. Set once at start
+/// from the configuration ([`set_batch`]).
 static BATCH_NS: AtomicU64 = AtomicU64::new(crate::config::DEFAULT_BATCH_MS * 1_000_000);
 
 /// Sets the batch length (`[recording] batch_ms`); zero handles every frame as it comes.
@@ -257,11 +258,12 @@ async fn witness_driver_polls() {
         let tick = BATCH_NS.load(Ordering::Relaxed);
         let tick = if tick == 0 { 1_000_000_000 } else { tick };
         // Normally this runs in the poll that follows a tick, and the next tick is a
-        // batch after it at the earliest; else (late, or not sleeping) the grid's next.
+        // batch after it at the earliest; else (late, not sleeping, or the wall clock
+        // set back) the grid's next.
         let now = now_us();
         let lead = WITNESS_LEAD.as_micros() as i64;
         let mut next = LAST_TICK_US.load(Ordering::Acquire) + (tick / 1_000) as i64;
-        if next <= now + lead {
+        if next <= now + lead || next > now + (tick / 1_000) as i64 {
             next = now + grid_tick_after(now, tick);
         }
         WITNESS_DUE_US.store(next - lead, Ordering::Release);
@@ -282,15 +284,17 @@ fn grid_tick_after(now: WallUs, tick_ns: u64) -> i64 {
 /// When the next tick is, at `now`: a batch after the last at the earliest (and not
 /// before the witness's timer, `witness_due`), the grid's next tick if that is past,
 /// then as late as the earliest camera's hint allows, up to the longest sleep after the
-/// last tick.
+/// last tick — and never more than the longest sleep from now (the wall clock may have
+/// been set back since the last tick).
 fn next_tick(now: WallUs, last: WallUs, witness_due: WallUs, hint: Option<WallUs>, batch_ns: u64, longest_ns: u64) -> WallUs {
     let lead = WITNESS_LEAD.as_micros() as i64;
+    let longest = (longest_ns / 1_000) as i64;
     let mut floor = (last + (batch_ns / 1_000) as i64).max(witness_due + lead);
     if floor <= now {
         floor = now + grid_tick_after(now, batch_ns);
     }
-    let ceiling = (last + (longest_ns / 1_000) as i64).max(floor);
-    hint.unwrap_or(0).clamp(floor, ceiling)
+    let ceiling = (last + longest).max(floor);
+    hint.unwrap_or(0).clamp(floor, ceiling).min(now + longest)
 }
 
 /// Before the capture thread parks: waits for its next tick ([`next_tick`]), unless
@@ -410,6 +414,8 @@ mod tests {
         assert_eq!(next_tick(now, 9 * S, 0, Some(0), batch, longest), 10 * S + 500_000);
         assert_eq!(next_tick(now, 9 * S, 0, Some(20 * S), batch, longest), 11 * S + 500_000);
         assert_eq!(next_tick(now, 0, 0, None, batch, longest), 10 * S + 500_000);
+        // The wall clock set back an hour since the last tick: no hour-long sleep.
+        assert_eq!(next_tick(now, now + 3_600 * S, now + 3_600 * S, Some(0), batch, longest), now + 2 * S + S / 2);
     }
 
     #[test]

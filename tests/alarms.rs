@@ -536,15 +536,20 @@ async fn a_camera_recording_for_100_days_with_1_day_of_footage_raises_retention_
     let db = cradle::db::Db::connect(&spec.database_url).await.unwrap();
     let now = cradle::time::now_us();
     // The camera was first recorded 100 days ago (the watchdog's own record), but the
-    // index holds only yesterday: 89 days of footage are gone.
-    sqlx::query("INSERT INTO camera_first_recorded (camera_id, first_start_us, noted_at_us) VALUES ($1, $2, $3)")
-        .bind("old-room")
-        .bind(now - 100 * DAY_US)
-        .bind(now - 100 * DAY_US)
-        .execute(db.pool())
-        .await
-        .unwrap();
+    // index holds only yesterday: 89 days of footage are gone. The segment goes in first,
+    // so the watchdog never sees a camera with a history and no footage at all (it may
+    // note the segment as the first recording meanwhile; the older date then wins).
     db.upsert_segment(&backdated_segment("old-room", now - DAY_US)).await.unwrap();
+    sqlx::query(
+        "INSERT INTO camera_first_recorded (camera_id, first_start_us, noted_at_us) VALUES ($1, $2, $3)
+         ON CONFLICT (camera_id) DO UPDATE SET first_start_us = excluded.first_start_us, noted_at_us = excluded.noted_at_us",
+    )
+    .bind("old-room")
+    .bind(now - 100 * DAY_US)
+    .bind(now - 100 * DAY_US)
+    .execute(db.pool())
+    .await
+    .unwrap();
     let a = wait_alarm(&server, &op, Some("old-room"), "retention_short", &["raised"], Duration::from_secs(20)).await;
     let detail = a["detail"].as_str().unwrap();
     assert!(detail.contains("100.0 days ago") && detail.contains("days short of the 90-day floor"), "{detail}");
