@@ -139,7 +139,20 @@ impl Fixture {
             let path = files.join(format!("{i}-{}.mp4", rand::random::<u32>()));
             std::fs::write(&path, s.body()).unwrap();
             let (storage, key) = (self.storage.clone(), s.key());
-            async move { storage.put_file(&key, &path, &file_sha256(&path)).await.unwrap() }
+            // Garage under the whole suite's load now and then answers 503 (its metadata
+            // database busy); Cradle's spool retries an upload until it lands, and so
+            // does this set-up.
+            async move {
+                let sha = file_sha256(&path);
+                for attempt in 1.. {
+                    match storage.put_file(&key, &path, &sha).await {
+                        Ok(()) => break,
+                        Err(e) if attempt < 5 => eprintln!("set-up PUT of {key} failed ({e}); retrying"),
+                        Err(e) => panic!("set-up PUT of {key}: {e}"),
+                    }
+                    tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
+                }
+            }
         });
         futures::stream::iter(puts).buffer_unordered(16).collect::<Vec<()>>().await;
     }
