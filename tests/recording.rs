@@ -237,6 +237,14 @@ async fn storage_outage_keeps_everything_in_the_spool_and_drains_when_it_returns
         s["spool"]["backlog_segments"] == 0 && s["storage"]["healthy"] == true
     })
     .await;
+    // At least six segments: before, through and after the outage. On a loaded machine
+    // uploads lag, the backlog reaches 3 sooner and the outage is shorter, so this waits
+    // for the sixth rather than counting at once.
+    wait_until("six segments stored", Duration::from_secs(40), || async {
+        let rec = server.recordings("room-1", &rfc3339(t_start), &now_rfc3339()).await;
+        rec["segments"].as_array().unwrap().iter().filter(|s| s["state"] == "stored").count() >= 6
+    })
+    .await;
     let end = now_rfc3339();
     let rec = server.recordings("room-1", &rfc3339(t_start), &end).await;
     let segments = rec["segments"].as_array().unwrap();
